@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := iproute2 nftables openssh-server util-linux procps
+APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test deps sysdeps venv lint typecheck unit sim netns soak bench clean
@@ -18,16 +18,7 @@ test: deps lint typecheck
 deps: sysdeps $(STAMP)
 
 sysdeps:
-	@missing=""; \
-	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	command -v docker >/dev/null 2>&1 || missing="$$missing docker-cli"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing apt packages:$$missing (run as root)"; exit 1; fi; \
-	  echo "installing apt packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
-	    || { [ -n "$${missing##*docker-cli*}" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }; \
-	fi
-	@$(PY) -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	@bash scripts/install-sysdeps.sh $(APT_PACKAGES)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

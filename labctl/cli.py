@@ -1,0 +1,248 @@
+"""`labctl`: bring labs up and down, look at them, break them, and step into their nodes.
+
+Errors a user can cause are one red line and a non-zero exit; set LABCTL_DEBUG=1 to see tracebacks of
+unexpected failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labctl import registry
+from labctl.errors import LabError, UsageError
+from labctl.providers.base import Provider
+from labctl.registry import LabRecord
+from labctl.spec import load_spec
+
+app = typer.Typer(
+    name="labctl",
+    help="Classroom Docker Swarm labs in one command.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+LabOpt = Annotated[str | None, typer.Option("--lab", "-l", help="The lab to act on (default: the only lab).")]
+FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="A lab.yaml; its name picks the lab.")]
+NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. manager1.")]
+
+T = TypeVar("T")
+
+
+def provider_for(record: LabRecord) -> Provider:
+    kind = record.spec.provider
+    if kind == "netns":
+        from labctl.providers.netns import NetnsProvider
+
+        return NetnsProvider(record)
+    raise UsageError(f"provider {kind!r} is not available in this version of labctl (use provider: netns)")
+
+
+def _lab_from(lab: str | None, file: Path | None) -> LabRecord:
+    spec_name = load_spec(file).name if file is not None else None
+    return registry.load(registry.resolve(lab, spec_name))
+
+
+@contextmanager
+def _steps(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the current step, and a dim line per finished step (quiet when not a terminal)."""
+    if not out.is_terminal:
+        yield lambda _msg: None
+        return
+    with out.status(title) as status:
+
+        def progress(msg: str) -> None:
+            out.print(f"  [dim]✓ {msg}[/dim]")
+            status.update(f"{title} — {msg}")
+
+        yield progress
+
+
+# --------------------------------------------------------------------------------------------- lifecycle
+@app.command()
+def up(file: FileOpt = None) -> None:
+    """Build the lab from lab.yaml (default: 3 managers, 2 workers) and start its agents."""
+    from labctl import lifecycle
+
+    spec = load_spec(file)
+    with _steps(f"Bringing up lab {spec.name}") as progress:
+        record, created = lifecycle.up(spec, progress)
+    if not created:
+        out.print(f"lab [bold]{record.name}[/bold] is already up ({len(record.spec.nodes)} nodes); nothing to do")
+        return
+    out.print(f"lab [bold]{record.name}[/bold] is up on {record.spec.subnet} (host {record.spec.host_address})")
+    _print_status(record, provider_for(record))
+
+
+@app.command()
+def down(lab: LabOpt = None, file: FileOpt = None) -> None:
+    """Remove the lab and everything it created: namespaces, links, rules, processes and state."""
+    from labctl import lifecycle
+
+    spec_name = load_spec(file).name if file is not None else None
+    if lab is None and spec_name is None and not registry.names():
+        out.print("no lab exists; nothing to do")
+        return
+    name = registry.resolve(lab, spec_name)
+    with _steps(f"Tearing down lab {name}") as progress:
+        problems = lifecycle.down(name, progress)
+    if problems:
+        raise LabError(f"lab {name} removed with problems: {'; '.join(problems)}")
+    out.print(f"lab [bold]{name}[/bold] removed")
+
+
+@app.command()
+def status(
+    lab: LabOpt = None,
+    file: FileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each node: role, IP, agent state, swarm state and leader."""
+    record = _lab_from(lab, file)
+    provider = provider_for(record)
+    if as_json:
+        nodes = provider.status()
+        doc: dict[str, Any] = {
+            "lab": record.name,
+            "provider": record.spec.provider,
+            "subnet": str(record.spec.subnet),
+            "nodes": [n.to_json() for n in nodes],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    _print_status(record, provider)
+
+
+def _print_status(record: LabRecord, provider: Provider) -> None:
+    table = Table(title=f"lab {record.name} ({record.spec.provider}, {record.spec.subnet})", title_justify="left")
+    for col in ("NODE", "ROLE", "IP", "AGENT", "SWARM", "LEADER"):
+        table.add_column(col)
+    colors = {"running": "green", "starting": "yellow", "stopped": "red", "halted": "red"}
+    for n in provider.status():
+        leader = "*" if n.leader else ""
+        table.add_row(n.name, n.role, n.ip, f"[{colors.get(n.state, 'white')}]{n.state}[/]", n.swarm, leader)
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------------- node access
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    node: NodeArg,
+    command: Annotated[list[str] | None, typer.Argument(help="Command to run (default: a shell).")] = None,
+    lab: LabOpt = None,
+    file: FileOpt = None,
+) -> None:
+    """Run a command inside NODE, with DOCKER_HOST set to its agent: `labctl exec manager1 -- docker info`."""
+    record = _lab_from(lab, file)
+    argv = provider_for(record).exec_argv(node, command or [])
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        raise LabError(f"cannot run {argv[0]}: {e.strerror}") from None
+
+
+@app.command()
+def env(node: NodeArg, lab: LabOpt = None, file: FileOpt = None) -> None:
+    """Print the shell line that points the docker CLI at NODE: `eval $(labctl env manager1)`."""
+    record = _lab_from(lab, file)
+    sys.stdout.write(f"export DOCKER_HOST={provider_for(record).docker_host(node)}\n")
+    sys.stdout.write(f"# run: eval $(labctl env {node}{'' if lab is None else ' --lab ' + lab})\n")
+
+
+# ------------------------------------------------------------------------------------------------ faults
+@app.command()
+def halt(node: NodeArg, lab: LabOpt = None, file: FileOpt = None) -> None:
+    """Power NODE off: its agent and tasks stop, its links go down, its disk is kept."""
+    provider_for(_lab_from(lab, file)).halt(node)
+    out.print(f"{node} halted")
+
+
+@app.command()
+def start(node: NodeArg, lab: LabOpt = None, file: FileOpt = None) -> None:
+    """Power NODE on again (or restart its agent after a kill)."""
+    provider_for(_lab_from(lab, file)).start(node)
+    out.print(f"{node} started")
+
+
+@app.command()
+def kill(node: NodeArg, lab: LabOpt = None, file: FileOpt = None) -> None:
+    """SIGKILL the agent on NODE, leaving its tasks as a crash would."""
+    provider_for(_lab_from(lab, file)).kill(node)
+    out.print(f"agent on {node} killed")
+
+
+@app.command()
+def partition(
+    groups: Annotated[list[str], typer.Argument(help="Two or more groups, nodes comma-separated: A,B C")],
+    lab: LabOpt = None,
+    file: FileOpt = None,
+) -> None:
+    """Cut the network between groups of nodes: `labctl partition manager1 manager2,manager3`."""
+    parsed = [[n for n in g.split(",") if n] for g in groups]
+    if any(not g for g in parsed):
+        raise UsageError("empty group in partition; write groups as A,B C")
+    provider_for(_lab_from(lab, file)).partition(parsed)
+    out.print(" | ".join(",".join(g) for g in parsed) + " partitioned")
+
+
+@app.command()
+def heal(lab: LabOpt = None, file: FileOpt = None) -> None:
+    """Remove every partition."""
+    provider_for(_lab_from(lab, file)).heal()
+    out.print("network healed")
+
+
+# ------------------------------------------------------------------------------------------------ doctor
+@app.command()
+def doctor() -> None:
+    """Check this host can run labs: privileges, kernel features, binaries."""
+    from labctl.doctor import run_checks
+
+    checks = run_checks()
+    table = Table(title="labctl doctor", title_justify="left")
+    for col in ("CHECK", "", "DETAIL"):
+        table.add_column(col)
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else ("[yellow]warn[/]" if not c.required else "[red]missing[/]")
+        table.add_row(c.name, mark, c.detail if c.ok else f"{c.detail} — {c.fix}")
+    out.print(table)
+    if any(c.required and not c.ok for c in checks):
+        raise LabError("this host cannot run netns labs yet; fix the lines marked missing")
+
+
+def main() -> None:
+    """Console entry: typer reports usage errors itself (exit 2); ours become one red line."""
+    try:
+        app()
+    except LabError as e:
+        err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        sys.exit(130)
+    except Exception as e:  # anything unexpected: one line, never a traceback (unless asked for)
+        if os.environ.get("LABCTL_DEBUG"):
+            raise
+        err.print(f"[red]error:[/red] unexpected failure: {type(e).__name__}: {e} (LABCTL_DEBUG=1 shows details)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

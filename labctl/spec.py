@@ -1,0 +1,237 @@
+"""The lab spec (`lab.yaml`): what a teacher writes, validated before anything is created.
+
+Validation is strict (unknown keys are errors) because a typo in a classroom spec should fail loudly at
+`labctl up`, not produce a lab that silently differs from the exercise. Every error names its field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from labctl.errors import UsageError
+
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# RFC 1123 host label: what the tutorials use (node-001, master, node01, worker03).
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+FIRST_NODE_HOST = 11  # node addresses start at .11, as in the Vagrant labs the tutorials use
+UNIX_SOCKET_MAX = 107  # sun_path is 108 bytes including the NUL
+RUNTIME_ROOT = "/run/labctl"
+DEFAULT_SUBNET_BASE = ipaddress.IPv4Network("192.168.56.0/24")
+
+Role = Literal["manager", "worker"]
+
+
+class SpecError(UsageError):
+    """A lab spec that cannot be used; the message names the field and says what is wrong (exit code 2)."""
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Role = "worker"
+    ip: ipaddress.IPv4Address | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _hostname(cls, v: str) -> str:
+        if not NODE_NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid hostname (letters, digits and '-', 1-63 characters, "
+                "not starting or ending with '-')"
+            )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not LABEL_KEY_RE.match(key):
+                raise ValueError(f"label key {key!r} is not valid (letters, digits, '.', '_', '/', '-')")
+        return v
+
+
+class TimingSpec(BaseModel):
+    """Swarm timing. Defaults are fast for classrooms; a lab can ask for Docker's slower values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heartbeat_ms: int = Field(100, ge=10, le=10_000)
+    election_ticks: int = Field(10, ge=2, le=100)
+    node_heartbeat_s: float = Field(1.0, gt=0, le=60)
+
+
+class LabSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "swarm"
+    provider: Literal["netns", "vagrant", "ssh"] = "netns"
+    subnet: ipaddress.IPv4Network | None = None
+    swarm: Literal["form", "bare"] = "form"
+    managers: int | None = Field(None, ge=0, le=50)
+    workers: int | None = Field(None, ge=0, le=200)
+    nodes: list[NodeSpec] = Field(default_factory=list)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _lab_name(cls, v: str) -> str:
+        if not LAB_NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid lab name (lowercase letter first, then lowercase letters, "
+                "digits or '-', at most 31 characters)"
+            )
+        return v
+
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _subnet(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                net = ipaddress.IPv4Network(v, strict=True)
+            except ValueError as e:
+                raise ValueError(f"{v!r} is not an IPv4 network in CIDR form, e.g. 192.168.56.0/24 ({e})") from None
+            if net.prefixlen > 28 or net.prefixlen < 16:
+                raise ValueError(f"{v}: the prefix length must be between /16 and /28")
+            if not net.is_private:
+                raise ValueError(f"{v} is not a private range; lab traffic must stay on this machine")
+            return net
+        return v
+
+    @model_validator(mode="after")
+    def _expand_and_check(self) -> LabSpec:
+        shorthand = self.managers is not None or self.workers is not None
+        if shorthand and self.nodes:
+            raise ValueError("give either 'nodes' or the 'managers'/'workers' shorthand, not both")
+        nodes = list(self.nodes)
+        if shorthand:
+            nodes = [NodeSpec(name=f"manager{i}", role="manager") for i in range(1, (self.managers or 0) + 1)]
+            nodes += [NodeSpec(name=f"worker{i}", role="worker") for i in range(1, (self.workers or 0) + 1)]
+            object.__setattr__(self, "managers", None)
+            object.__setattr__(self, "workers", None)
+        if not nodes:
+            raise ValueError("a lab needs at least one node")
+        seen: set[str] = set()
+        for node in nodes:
+            if node.name.lower() in seen:
+                raise ValueError(f"node name {node.name!r} is used twice")
+            seen.add(node.name.lower())
+            socket_path = f"{RUNTIME_ROOT}/{self.name}/{node.name}/docker.sock"
+            if len(socket_path) > UNIX_SOCKET_MAX:
+                raise ValueError(
+                    f"node name {node.name!r} is too long for this lab name: its socket path "
+                    f"would be {len(socket_path)} bytes (limit {UNIX_SOCKET_MAX})"
+                )
+        if self.swarm == "form" and not any(n.role == "manager" for n in nodes):
+            raise ValueError("swarm: form needs at least one node with role: manager")
+        object.__setattr__(self, "nodes", nodes)
+        if self.subnet is not None:
+            object.__setattr__(self, "nodes", assign_addresses(nodes, self.subnet))
+        return self
+
+    def with_subnet(self, subnet: ipaddress.IPv4Network) -> LabSpec:
+        """The same spec on a concrete subnet (auto-chosen at `up`), addresses assigned."""
+        data = self.model_dump(mode="json")
+        data["subnet"] = str(subnet)
+        return parse_spec(data)
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise SpecError(f"lab {self.name!r} has no node {name!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    @property
+    def host_address(self) -> ipaddress.IPv4Address:
+        """The host's address on the lab network (like a Vagrant host-only adapter: .1)."""
+        assert self.subnet is not None
+        return self.subnet.network_address + 1
+
+
+def assign_addresses(nodes: list[NodeSpec], subnet: ipaddress.IPv4Network) -> list[NodeSpec]:
+    """Give every node without an IP the next free address from .11 upward; check the given ones."""
+    host = subnet.network_address + 1
+    taken: dict[ipaddress.IPv4Address, str] = {}
+    for i, node in enumerate(nodes):
+        if node.ip is None:
+            continue
+        if node.ip not in subnet:
+            raise ValueError(f"nodes[{i}].ip: {node.ip} is not in subnet {subnet}")
+        if node.ip in (subnet.network_address, subnet.broadcast_address, host):
+            raise ValueError(f"nodes[{i}].ip: {node.ip} is reserved (network, broadcast or the host's {host})")
+        if node.ip in taken:
+            raise ValueError(f"nodes[{i}].ip: {node.ip} is already used by {taken[node.ip]}")
+        taken[node.ip] = node.name
+    candidate = subnet.network_address + FIRST_NODE_HOST
+    out: list[NodeSpec] = []
+    for node in nodes:
+        if node.ip is None:
+            while candidate in taken:
+                candidate += 1
+            if candidate >= subnet.broadcast_address:
+                raise ValueError(f"subnet {subnet} has no free address left for node {node.name!r}")
+            node = node.model_copy(update={"ip": candidate})
+            taken[candidate] = node.name
+        out.append(node)
+    return out
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "[")
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "literal_error":
+            msg = msg.replace("Input should be", "must be")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_spec(data: Any, source: str = "lab spec") -> LabSpec:
+    """Validate raw (YAML-loaded) data; raise SpecError with one clear line on failure."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the top level must be a mapping (name:, nodes:, …)")
+    try:
+        return LabSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(f"{source}: {_format_errors(e)}") from None
+
+
+def load_spec(path: Path | None) -> LabSpec:
+    """Read `lab.yaml`; with no file, the default classroom lab (3 managers, 2 workers)."""
+    if path is None:
+        return default_spec()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise SpecError(f"{path}: not valid YAML{at}") from None
+    return parse_spec(data, str(path))
+
+
+def default_spec() -> LabSpec:
+    """The "3 managers and 2 workers" classroom template."""
+    return parse_spec({"name": "swarm", "managers": 3, "workers": 2}, "default lab")
+
+
+def subnet_candidates() -> list[ipaddress.IPv4Network]:
+    """Subnets tried in order for a lab without one: 192.168.56.0/24, 192.168.57.0/24, … 192.168.255.0/24."""
+    base = int(DEFAULT_SUBNET_BASE.network_address)
+    return [ipaddress.IPv4Network((base + (i << 8), 24)) for i in range(0, 256 - 56)]
