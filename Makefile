@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test deps sysdeps venv lint typecheck unit sim netns soak bench clean
+
+.PHONY: compile demo test deps sysdeps venv lint typecheck unit sim netns soak bench clean
 
 demo: deps
 	$(BIN)/python -m labctl.demo
@@ -15,7 +16,7 @@ demo: deps
 test: deps lint typecheck
 	$(BIN)/python -m pytest -n 2 -q tests
 
-deps: sysdeps $(STAMP)
+deps: sysdeps $(STAMP) compile
 
 sysdeps:
 	@bash scripts/install-sysdeps.sh $(APT_PACKAGES)
@@ -25,6 +26,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
+
+compile: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 agents labctl >/dev/null  # agents start faster with bytecode at hand
 
 lint: deps
 	$(BIN)/ruff check labctl agents tests bench

@@ -52,6 +52,9 @@ class HardState:
 class ConfState:
     voters: tuple[NodeId, ...] = ()
     learners: tuple[NodeId, ...] = ()
+    # Learners added by an ADD_VOTER request: the leader promotes them once they have caught up. Part of
+    # the replicated membership (not leader-local) so a new leader finishes a promotion an old one began.
+    promoting: tuple[NodeId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
