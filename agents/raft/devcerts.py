@@ -135,3 +135,19 @@ def make_cluster_certs(directory: Path | str, ids: list[int] | tuple[int, ...]) 
     """One CA plus ``node-<id>`` certificates: the layout ``python -m agents.raft.kv --tls-dir`` expects."""
     ca = make_ca(directory)
     return {i: issue(directory, ca, f"node-{i}") for i in ids}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m agents.raft.devcerts DIR 1 2 3``: a CA and node certificates for the KV demo."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m agents.raft.devcerts", description=main.__doc__)
+    ap.add_argument("directory", type=Path)
+    ap.add_argument("ids", type=int, nargs="+")
+    args = ap.parse_args(argv)
+    for nid, issued in make_cluster_certs(args.directory, args.ids).items():
+        print(f"node {nid}: {issued.cert} {issued.key} (CA {issued.ca})")
+
+
+if __name__ == "__main__":
+    main()

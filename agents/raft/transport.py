@@ -82,6 +82,7 @@ class Transport:
         max_queue: int = 4096,
         on_unreachable: Callable[[NodeId], None] | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
+        authorize: Callable[[asyncio.StreamWriter], bool] | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
@@ -94,6 +95,7 @@ class Transport:
         self._client_ssl = client_ssl
         self._max_queue = max_queue
         self._max_frame = max_frame
+        self._authorize = authorize  # e.g. "the client certificate says swarm-manager": workers may not talk Raft
         self._peers: dict[NodeId, _Peer] = {}
         self._server: asyncio.Server | None = None
         self._inbound: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -119,6 +121,7 @@ class Transport:
                 "connections_lost",
                 "inbound_connections",
                 "malformed_frames",
+                "unauthorized",
             ),
             0,
         )
@@ -351,6 +354,10 @@ class Transport:
         stats = self._stats
         on_message = self._on_message
         try:
+            if self._authorize is not None and not self._authorize(writer):
+                stats["unauthorized"] += 1
+                log.warning("raft transport: refused %s (not authorized to take part in Raft)", peer)
+                return
             while not self._closing:
                 try:
                     header = await reader.readexactly(4)

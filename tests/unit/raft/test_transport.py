@@ -24,6 +24,15 @@ from .conftest import Certs, TlsPair
 LOCAL = "127.0.0.1"
 
 
+
+async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll until `cond` holds: fixed sleeps are flaky on a loaded 2-core machine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
 def run(coro: Coroutine[Any, Any, None], timeout: float = 30.0) -> None:
     async def main() -> None:
         async with asyncio.timeout(timeout):
@@ -144,7 +153,7 @@ def test_server_with_certificate_from_another_ca_is_not_trusted(certs: Certs) ->
         await good.start()
         good.set_peer(1, (LOCAL, rogue.port))
         good.send(msg(1, 2, 1))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: good.stats()["connect_failures"] >= 1 and bool(unreachable))
         assert rogue_in.msgs == [] and good.stats()["connects"] == 0
         assert good.stats()["connect_failures"] >= 1 and unreachable[0] == 1
         await rogue.stop()
@@ -162,8 +171,8 @@ def test_reconnects_when_the_peer_comes_up(tls: Callable[[int], TlsPair]) -> Non
         await t1.start()
         t1.set_peer(2, (LOCAL, port))
         t1.send(msg(2, 1, 1))
-        await asyncio.sleep(0.3)
-        assert unreachable and set(unreachable) == {2}
+        await eventually(lambda: bool(unreachable))
+        assert set(unreachable) == {2}
         assert t1.stats()["connect_failures"] >= 1
         t2 = make(2, in2, tls(2), port=port)
         await t2.start()

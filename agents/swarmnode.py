@@ -1,0 +1,369 @@
+"""This machine's membership in a swarm: what `docker swarm init/join/leave` change, kept on the node's
+disk (`<state-dir>/swarm/`) so an agent restart resumes where it was, and the manager it runs.
+
+The Docker API's /swarm endpoints and /info call into this object; it is also the `SwarmHandle` the
+/_ping and /info handlers read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.manager import ca, joinclient
+from agents.manager.controlplane import ControlPlane
+from agents.manager.errors import AlreadyInSwarm, FailedPrecondition, ManagerError, NoLeader, NotInSwarm
+from agents.manager.keys import load_or_create_dek
+from agents.manager.loop import ControlLoop
+from agents.manager.manager import LoopFactory, Manager, ManagerConfig
+from agents.manager.membership import CONTROL_PORT, RAFT_PORT, bootstrap, cluster_of, leave_warning, managers
+from agents.state.objects import (
+    Cluster,
+    EngineDescription,
+    Node,
+    NodeDescription,
+    Platform,
+    Resources,
+    new_id,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+ENGINE_VERSION = "26.1.0"
+
+
+@dataclass
+class SwarmTiming:
+    """Raft and dispatcher timing (classroom defaults; Docker's are 1 s ticks and 5 s heartbeats)."""
+
+    tick_interval: float = 0.1
+    election_ticks: int = 10
+    heartbeat_period_s: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> SwarmTiming:
+        """labctl passes a lab's timing to its agents through the environment."""
+        t = cls()
+        try:
+            t.tick_interval = int(os.environ.get("LABAGENT_HEARTBEAT_MS", "100")) / 1000
+            t.election_ticks = int(os.environ.get("LABAGENT_ELECTION_TICKS", "10"))
+            t.heartbeat_period_s = float(os.environ.get("LABAGENT_NODE_HEARTBEAT_S", "1.0"))
+        except ValueError:
+            log.warning("ignoring malformed LABAGENT_* timing variables")
+        return t
+
+
+@dataclass
+class PersistedState:
+    node_id: str
+    raft_id: int
+    role: str  # "manager" | "worker"
+    cluster_id: str
+    advertise_ip: str
+    managers: list[str] = field(default_factory=list)  # control addresses ("ip:2377") last known
+
+    def save(self, swarm_dir: Path) -> None:
+        swarm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = swarm_dir / f".{STATE_FILE}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(asdict(self), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, swarm_dir / STATE_FILE)
+
+    @classmethod
+    def load(cls, swarm_dir: Path) -> PersistedState | None:
+        try:
+            data = json.loads((swarm_dir / STATE_FILE).read_text())
+            return cls(**data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as e:
+            raise ManagerError(f"swarm state at {swarm_dir / STATE_FILE} is damaged: {e}") from None
+
+
+def describe(hostname: str) -> NodeDescription:
+    """What `docker node inspect` shows under Description, read from this machine."""
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+                break
+    except OSError:
+        pass
+    return NodeDescription(
+        hostname=hostname,
+        platform=Platform(os="linux", architecture=platform.machine() or "x86_64"),
+        resources=Resources(nano_cpus=(os.cpu_count() or 1) * 1_000_000_000, memory_bytes=mem),
+        engine=EngineDescription(engine_version=ENGINE_VERSION),
+    )
+
+
+class SwarmNode:
+    def __init__(
+        self,
+        state_dir: Path,
+        hostname: str,
+        *,
+        timing: SwarmTiming | None = None,
+        loop_factories: list[LoopFactory] | None = None,
+        control_port: int = CONTROL_PORT,
+        raft_port: int = RAFT_PORT,
+        fsync: bool = True,
+    ) -> None:
+        self.state_dir = state_dir
+        self.swarm_dir = state_dir / "swarm"
+        self.hostname = hostname
+        self.timing = timing or SwarmTiming()
+        self.loop_factories = loop_factories if loop_factories is not None else default_loops()
+        self.control_port = control_port
+        self.raft_port = raft_port
+        self.fsync = fsync
+        self.state: PersistedState | None = None
+        self.manager: Manager | None = None
+        self.control: ControlPlane | None = None
+        self.error = ""
+        self._lock = asyncio.Lock()
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Resume the swarm membership recorded on disk, if any."""
+        try:
+            self.state = PersistedState.load(self.swarm_dir)
+        except ManagerError as e:
+            self.error = e.message
+            log.error("%s", e.message)
+            return
+        if self.state is not None and self.state.role == "manager":
+            try:
+                await self._start_manager(join=False, force_new_cluster=False)
+            except Exception as e:  # the node keeps serving the API and reports the error in /info
+                self.error = f"manager failed to start: {e}"
+                log.exception("manager failed to start")
+
+    async def stop(self) -> None:
+        await self._stop_manager()
+
+    async def _start_manager(self, *, join: bool, force_new_cluster: bool,
+                             raft_peers: dict[int, tuple[str, int]] | None = None) -> Manager:
+        st = self.state
+        assert st is not None
+        creds = ca.NodeCredentials.load(self.state_dir)
+        root_pem = ca.RootCA.load(self.state_dir).cert_pem
+        dek = load_or_create_dek(self.state_dir)
+        config = ManagerConfig(
+            state_dir=self.swarm_dir, node_id=st.node_id, raft_id=st.raft_id, advertise_ip=st.advertise_ip,
+            creds=creds, root_ca_pem=root_pem,
+            raft_peers=raft_peers or {st.raft_id: (st.advertise_ip, self.raft_port)},
+            join=join, force_new_cluster=force_new_cluster, raft_port=self.raft_port,
+            tick_interval=self.timing.tick_interval, election_ticks=self.timing.election_ticks,
+            fsync=self.fsync, dek=dek,
+        )
+        manager = Manager(config, self.loop_factories)
+        await manager.start()
+        control = ControlPlane(manager)
+        try:
+            await control.start(st.advertise_ip, self.control_port)
+        except BaseException:
+            await manager.stop()
+            raise
+        self.manager, self.control = manager, control
+        return manager
+
+    async def _stop_manager(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+
+    async def wait_leader(self, timeout: float) -> None:
+        """Until this node's manager knows a leader (and, if it is the leader, has its loops running)."""
+        assert self.manager is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.manager.raft.leader:
+            if asyncio.get_running_loop().time() > deadline:
+                raise NoLeader()
+            await asyncio.sleep(0.02)
+
+    # --------------------------------------------------------------------------------------- init/join
+    async def init(self, advertise_ip: str, *, force_new_cluster: bool = False) -> str:
+        """`docker swarm init`: a new cluster with this node as its only manager (or the restore flow)."""
+        async with self._lock:
+            if force_new_cluster:
+                return await self._force_new_cluster(advertise_ip)
+            if self.state is not None:
+                raise AlreadyInSwarm()
+            cluster_id, node_id = new_id(), new_id()
+            raft_id = random.SystemRandom().getrandbits(63) | 1
+            root = ca.RootCA.create(cluster_id)
+            creds = root.issue_credentials(node_id, ca.Role.MANAGER, cluster_id)
+            self._reset_disk()
+            root.save(self.state_dir)
+            creds.save(self.state_dir)
+            self.state = PersistedState(node_id, raft_id, "manager", cluster_id, advertise_ip,
+                                        [f"{advertise_ip}:{self.control_port}"])
+            self.state.save(self.swarm_dir)
+            try:
+                manager = await self._start_manager(join=False, force_new_cluster=False)
+                await self._wait_self_leader(manager)
+                with manager.store.batch() as tx:
+                    bootstrap(tx, cluster_id=cluster_id, node_id=node_id, raft_id=raft_id,
+                              advertise_ip=advertise_ip, root=root, description=describe(self.hostname))
+                    for hook in INIT_HOOKS:
+                        hook(tx)
+                assert tx.changeset is not None
+                result = await manager.commit(tx.changeset)
+                if not result.ok:
+                    raise ManagerError(f"could not create the cluster: {result.error}")
+            except BaseException:
+                await self._stop_manager()
+                self._reset_disk()
+                self.state = None
+                raise
+            return node_id
+
+    async def _wait_self_leader(self, manager: Manager) -> None:
+        deadline = asyncio.get_running_loop().time() + self.timing.tick_interval * self.timing.election_ticks * 6
+        while not manager.is_leader:
+            if asyncio.get_running_loop().time() > deadline:
+                raise NoLeader()
+            await asyncio.sleep(0.01)
+
+    async def _force_new_cluster(self, advertise_ip: str) -> str:
+        """Restore flow: keep the cluster state on disk, become its only manager."""
+        if self.state is None or self.state.role != "manager":
+            if not (self.swarm_dir / STATE_FILE).exists():
+                raise FailedPrecondition("no swarm state to recover from: --force-new-cluster needs /var/lib/docker/swarm")
+            self.state = PersistedState.load(self.swarm_dir)
+            assert self.state is not None
+        await self._stop_manager()
+        self.state.advertise_ip = advertise_ip
+        self.state.save(self.swarm_dir)
+        manager = await self._start_manager(join=False, force_new_cluster=True)
+        await self._wait_self_leader(manager)
+        return self.state.node_id
+
+    async def join(self, token: str, remote: str, advertise_ip: str) -> None:
+        """`docker swarm join --token T MANAGER:2377`."""
+        async with self._lock:
+            if self.state is not None:
+                raise AlreadyInSwarm()
+            key = ca.new_node_key()
+            key_pem = ca.key_to_pem(key)
+            welcome = await joinclient.join(
+                remote, token, advertise_ip=advertise_ip, hostname=self.hostname,
+                description={k: v for k, v in describe(self.hostname).to_dict().items() if k != "tls_info"},
+                key_pem=key_pem,
+            )
+            self._reset_disk()
+            ca.RootCA.from_pem(welcome["ca"].encode()).save(self.state_dir)
+            ca.NodeCredentials(welcome["cert"].encode(), key_pem).save(self.state_dir)
+            role = str(welcome["role"])
+            self.state = PersistedState(
+                str(welcome["node_id"]), int(welcome["raft_id"]), role, str(welcome["cluster_id"]), advertise_ip,
+                [str(m["control"]) for m in welcome.get("managers", [])],
+            )
+            self.state.save(self.swarm_dir)
+            if role == "manager":
+                peers = {int(m["raft_id"]): (str(m["raft"]).rsplit(":", 1)[0], int(str(m["raft"]).rsplit(":", 1)[1]))
+                         for m in welcome.get("managers", [])}
+                peers[self.state.raft_id] = (advertise_ip, self.raft_port)
+                try:
+                    manager = await self._start_manager(join=True, force_new_cluster=False, raft_peers=peers)
+                    await self.wait_leader(self.timing.tick_interval * self.timing.election_ticks * 20)
+                    await manager.read_barrier()
+                except BaseException:
+                    await self._stop_manager()
+                    raise
+
+    async def leave(self, force: bool) -> None:
+        """`docker swarm leave [--force]`, with Docker's refusal for managers."""
+        async with self._lock:
+            if self.state is None:
+                raise NotInSwarm()
+            if self.manager is not None and not force:
+                warning = leave_warning(self.manager.store, self.state.node_id)
+                if warning is not None:
+                    raise ManagerError(warning)
+            if self.manager is not None and self.manager.is_leader and len(managers(self.manager.store)) > 1:
+                try:  # hand leadership over so the others keep quorum and a leader at once
+                    others = [m.manager_status.raft_id for m in managers(self.manager.store)
+                              if m.manager_status and m.manager_status.raft_id != self.state.raft_id]
+                    await self.manager.raft.transfer_leadership(others[0], timeout=3)
+                    await self.manager.raft.remove_member(self.state.raft_id, timeout=3)
+                except Exception as e:
+                    log.warning("could not leave the raft cleanly: %s", e)
+            await self._stop_manager()
+            self._reset_disk()
+            self.state = None
+
+    def _reset_disk(self) -> None:
+        if self.swarm_dir.exists():
+            shutil.rmtree(self.swarm_dir)
+
+    # --------------------------------------------------------------------------------------- reporting
+    def ping_status(self) -> str:
+        if self.error:
+            return "error"
+        if self.state is None:
+            return "inactive"
+        return f"active/{self.state.role}"
+
+    def info(self) -> dict[str, Any]:
+        """The Swarm section of /info, as dockerd fills it."""
+        st = self.state
+        if st is None:
+            return {"NodeID": "", "NodeAddr": "", "LocalNodeState": "error" if self.error else "inactive",
+                    "ControlAvailable": False, "Error": self.error, "RemoteManagers": None}
+        out: dict[str, Any] = {
+            "NodeID": st.node_id,
+            "NodeAddr": st.advertise_ip,
+            "LocalNodeState": "active",
+            "ControlAvailable": st.role == "manager",
+            "Error": self.error,
+            "RemoteManagers": [{"NodeID": "", "Addr": a} for a in st.managers],
+        }
+        m = self.manager
+        if m is not None and m.store.list(Cluster):
+            nodes = m.store.list(Node)
+            mgrs = managers(m.store)
+            out["RemoteManagers"] = [
+                {"NodeID": n.id, "Addr": n.manager_status.addr} for n in mgrs if n.manager_status is not None
+            ]
+            out["Nodes"] = len(nodes)
+            out["Managers"] = len(mgrs)
+            cluster = cluster_of(m.store)
+            out["Cluster"] = {
+                "ID": cluster.id,
+                "Version": {"Index": cluster.meta.version},
+                "DefaultAddrPool": ["10.0.0.0/8"],
+                "SubnetSize": 24,
+                "DataPathPort": 4789,
+                "RootRotationInProgress": False,
+            }
+        return out
+
+
+INIT_HOOKS: list[Any] = []
+"""Functions called with the bootstrap transaction at `swarm init` (the allocator adds the ingress network)."""
+
+
+def default_loops() -> list[LoopFactory]:
+    """The leader's control loops, in start order. Filled in as the loops land."""
+    factories: list[LoopFactory] = []
+    return factories
+
+
+__all__ = ["ControlLoop", "SwarmNode", "SwarmTiming"]
