@@ -111,9 +111,17 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
     # Off the start-up burst: give aiohttp's client SSL contexts their CAs (see agents.fastimport).
     ca_timer = loop.call_later(CA_LOAD_DELAY, lambda: loop.run_in_executor(None, load_deferred_cas, ca_contexts))
 
+    # The swarm side comes after the socket answers: /_ping first, then resume any swarm membership.
+    from agents.swarmnode import SwarmNode, SwarmTiming
+
+    swarm = SwarmNode(cfg.state_dir, cfg.node_name, timing=SwarmTiming.from_env())
+    ctx.swarm = swarm
+    await swarm.start()
+
     await stop.wait()
     log.info("received %s: shutting down", received[0] if received else "stop")
     ca_timer.cancel()
+    await swarm.stop()
     await server.close()
     log.info("stopped")
     return 0

@@ -8,6 +8,7 @@ The Docker API's /swarm endpoints and /info call into this object; it is also th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -134,6 +135,7 @@ class SwarmNode:
         self.control: ControlPlane | None = None
         self.error = ""
         self._lock = asyncio.Lock()
+        self._role_task: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -150,9 +152,106 @@ class SwarmNode:
             except Exception as e:  # the node keeps serving the API and reports the error in /info
                 self.error = f"manager failed to start: {e}"
                 log.exception("manager failed to start")
+        if self.state is not None:
+            self._watch_role()
 
     async def stop(self) -> None:
+        await self._stop_role_watch()
         await self._stop_manager()
+
+    # --------------------------------------------------------------------------------------- roles
+    def _watch_role(self) -> None:
+        if self._role_task is None or self._role_task.done():
+            self._role_task = asyncio.get_running_loop().create_task(self._role_loop(), name="role-watch")
+
+    async def _stop_role_watch(self) -> None:
+        task, self._role_task = self._role_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _role_loop(self) -> None:
+        """Follow `docker node promote/demote`: ask a manager what this node should be, and become it."""
+        period = max(0.2, self.timing.heartbeat_period_s)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._check_role()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # managers unreachable, election under way: try again next period
+                log.debug("role check failed: %s", e)
+
+    def _client_tls(self) -> Any:
+        return ca.client_context(ca.NodeCredentials.load(self.state_dir), ca.RootCA.load(self.state_dir).cert_pem)
+
+    def _other_managers(self) -> list[str]:
+        st = self.state
+        assert st is not None
+        mine = f"{st.advertise_ip}:{self.control_port}"
+        others = [m for m in st.managers if m != mine]
+        if self.manager is not None:
+            others = [n.manager_status.addr for n in managers(self.manager.store)
+                      if n.manager_status is not None and n.manager_status.addr != mine] or others
+        return others + ([mine] if self.manager is not None else [])
+
+    async def _check_role(self) -> None:
+        st = self.state
+        if st is None:
+            return
+        tls = self._client_tls()
+        info: dict[str, Any] | None = None
+        candidates = self._other_managers()
+        if self.manager is not None and candidates and candidates != st.managers:
+            st.managers = candidates  # remember who the managers are, for restarts and demotion
+            st.save(self.swarm_dir)
+        answered = ""
+        for addr in candidates:
+            try:
+                info = await joinclient.get(addr, "/v1/role", tls)
+                answered = addr
+                break
+            except ManagerError:
+                continue
+        if info is None:
+            return
+        if info["role"] == "manager" and st.role == "worker" and info.get("raft_id"):
+            async with self._lock:
+                await self._become_manager(int(info["raft_id"]), tls, answered)
+        elif info["role"] == "worker" and st.role == "manager" and info.get("removed"):
+            async with self._lock:
+                await self._become_worker(tls, answered)
+
+    async def _renew(self, tls: Any, addr: str) -> None:
+        creds = ca.NodeCredentials.load(self.state_dir)
+        csr = ca.make_csr(creds.key_pem)
+        answer = await joinclient.request(addr, "/v1/renew", {"csr": csr.decode()}, tls)
+        ca.NodeCredentials(str(answer["cert"]).encode(), creds.key_pem).save(self.state_dir)
+
+    async def _become_manager(self, raft_id: int, tls: Any, via: str) -> None:
+        st = self.state
+        assert st is not None
+        await self._renew(tls, via)
+        st.role, st.raft_id = "manager", raft_id
+        st.save(self.swarm_dir)
+        # Ask to be added first: the answer names the other members, which a joining member must know to
+        # answer the leader; the leader keeps retrying until our Raft listens.
+        answer = await joinclient.request(via, "/v1/raft/join", {}, self._client_tls())
+        peers = _raft_peers(answer.get("managers", []))
+        peers[raft_id] = (st.advertise_ip, self.raft_port)
+        await self._start_manager(join=True, force_new_cluster=False, raft_peers=peers)
+        log.info("promoted: this node is now a manager (raft id %x)", raft_id)
+
+    async def _become_worker(self, tls: Any, via: str) -> None:
+        st = self.state
+        assert st is not None
+        await self._stop_manager()
+        await self._renew(tls, via)
+        shutil.rmtree(self.swarm_dir / "raft", ignore_errors=True)
+        st.role, st.raft_id = "worker", 0
+        st.save(self.swarm_dir)
+        log.info("demoted: this node is now a worker")
 
     async def _start_manager(self, *, join: bool, force_new_cluster: bool,
                              raft_peers: dict[int, tuple[str, int]] | None = None) -> Manager:
@@ -227,6 +326,7 @@ class SwarmNode:
                 result = await manager.commit(tx.changeset)
                 if not result.ok:
                     raise ManagerError(f"could not create the cluster: {result.error}")
+                self._watch_role()
             except BaseException:
                 await self._stop_manager()
                 self._reset_disk()
@@ -277,8 +377,7 @@ class SwarmNode:
             )
             self.state.save(self.swarm_dir)
             if role == "manager":
-                peers = {int(m["raft_id"]): (str(m["raft"]).rsplit(":", 1)[0], int(str(m["raft"]).rsplit(":", 1)[1]))
-                         for m in welcome.get("managers", [])}
+                peers = _raft_peers(welcome.get("managers", []))
                 peers[self.state.raft_id] = (advertise_ip, self.raft_port)
                 try:
                     manager = await self._start_manager(join=True, force_new_cluster=False, raft_peers=peers)
@@ -287,6 +386,7 @@ class SwarmNode:
                 except BaseException:
                     await self._stop_manager()
                     raise
+            self._watch_role()
 
     async def leave(self, force: bool) -> None:
         """`docker swarm leave [--force]`, with Docker's refusal for managers."""
@@ -305,6 +405,7 @@ class SwarmNode:
                     await self.manager.raft.remove_member(self.state.raft_id, timeout=3)
                 except Exception as e:
                     log.warning("could not leave the raft cleanly: %s", e)
+            await self._stop_role_watch()
             await self._stop_manager()
             self._reset_disk()
             self.state = None
@@ -356,13 +457,24 @@ class SwarmNode:
         return out
 
 
+def _raft_peers(managers_list: list[dict[str, Any]]) -> dict[int, tuple[str, int]]:
+    """Raft addresses from a control-plane answer's manager list."""
+    peers: dict[int, tuple[str, int]] = {}
+    for m in managers_list:
+        ip, _, port = str(m["raft"]).rpartition(":")
+        peers[int(m["raft_id"])] = (ip, int(port))
+    return peers
+
+
 INIT_HOOKS: list[Any] = []
 """Functions called with the bootstrap transaction at `swarm init` (the allocator adds the ingress network)."""
 
 
 def default_loops() -> list[LoopFactory]:
-    """The leader's control loops, in start order. Filled in as the loops land."""
-    factories: list[LoopFactory] = []
+    """The leader's control loops, in start order."""
+    from agents.manager.rolemanager import role_manager
+
+    factories: list[LoopFactory] = [role_manager]
     return factories
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as _dt
 import json
 import logging
 import random
@@ -70,6 +71,7 @@ class ControlPlane:
             web.get("/v1/ca", self.get_ca),
             web.post("/v1/join", self.join),
             web.post("/v1/renew", self.renew),
+            web.get("/v1/role", self.role),
             web.post("/v1/raft/join", self.raft_join),
             web.post("/v1/forward", self.forward),
         ])
@@ -169,9 +171,6 @@ class ControlPlane:
     async def renew(self, request: web.Request) -> web.Response:
         """A fresh certificate for the caller's current desired role (renewal, promotion, demotion)."""
         node_id = self._require(request, None)
-        redirect = self._leader_only()
-        if redirect is not None:
-            return redirect
         node = self.manager.store.get(Node, node_id)
         if node is None:
             return _json_error(404, f"node {node_id} not found")
@@ -182,11 +181,23 @@ class ControlPlane:
             return _json_error(400, f"malformed renew request: {e}")
         cluster = cluster_of(self.manager.store)
         role = ca.Role.MANAGER if node.spec.role is NodeRole.MANAGER else ca.Role.WORKER
-        import datetime as _dt
-
         cert = root_ca_of(cluster).issue(csr, node_id, role, cluster.id,
                                          _dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / 1e9))
         return web.json_response({"cert": cert.decode(), "role": node.spec.role.value})
+
+    async def role(self, request: web.Request) -> web.Response:
+        """What the caller should be: its desired role, and the Raft id the role manager gave it."""
+        node_id = self._require(request, None)
+        node = self.manager.store.get(Node, node_id)
+        if node is None:
+            return _json_error(404, f"node {node_id} not found")
+        ms = node.manager_status
+        return web.json_response({
+            "role": node.spec.role.value,
+            "observed": node.role.value,
+            "raft_id": ms.raft_id if ms is not None else 0,
+            "removed": node.spec.role is NodeRole.WORKER and ms is None,
+        })
 
     async def raft_join(self, request: web.Request) -> web.Response:
         """A promoted node, now holding a manager certificate, asks to become a Raft member."""

@@ -87,6 +87,21 @@ async def request(remote: str, path: str, body: dict[str, Any], ssl_ctx: ssl.SSL
     raise JoinError("too many redirects while looking for the leader")
 
 
+async def get(remote: str, path: str, ssl_ctx: ssl.SSLContext, timeout: float = 5.0) -> dict[str, Any]:
+    """GET from a manager's control plane (no leader needed); raises ManagerError on failure."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+            f"https://{_addr(remote)}{path}", ssl=ssl_ctx, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            data = json.loads(await resp.text())
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+        raise JoinError(f"could not reach the manager at {_addr(remote)}: {e}") from None
+    if status != 200 or not isinstance(data, dict):
+        raise JoinError(f"{_addr(remote)}{path}: HTTP {status}")
+    return data
+
+
 async def join(remote: str, token: str, *, advertise_ip: str, hostname: str, description: dict[str, Any],
                key_pem: bytes) -> dict[str, Any]:
     """Admission: returns the manager's welcome (node id, certificate, CA, managers)."""

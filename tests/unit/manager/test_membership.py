@@ -212,3 +212,58 @@ def test_leave_rules(tmp_path: Path) -> None:
             await lab.close()
 
     run(main())
+
+
+async def _set_role(node: SwarmNode, target_id: str, role: str) -> None:
+    """What `docker node promote/demote` records: the desired role only."""
+    from agents.state.objects import NodeRole
+
+    assert node.manager is not None
+    current = node.manager.store.get(Node, target_id)
+    assert current is not None
+    updated = current.copy()
+    updated.spec.role = NodeRole(role)
+    with node.manager.store.batch() as tx:
+        tx.update(updated)
+    assert tx.changeset is not None
+    assert (await node.manager.commit(tx.changeset)).ok
+
+
+def test_promote_demote_and_demoting_the_leader(tmp_path: Path) -> None:
+    async def main() -> None:
+        lab = Lab(tmp_path)
+        try:
+            m1 = lab.node("manager1")
+            await m1.init(lab.ip(1))
+            assert m1.manager is not None
+            tokens = cluster_of(m1.manager.store).root_ca.join_tokens
+            m2, w1 = lab.node("manager2"), lab.node("worker1")
+            await m2.join(tokens.manager, lab.ip(1), lab.ip(2))
+            await w1.join(tokens.worker, lab.ip(1), lab.ip(3))
+            store = m1.manager.store
+
+            # promote: the worker becomes a Raft voter and runs a manager.
+            assert w1.state is not None
+            await _set_role(m1, w1.state.node_id, "manager")
+            await eventually(lambda: w1.manager is not None and w1.state is not None and w1.state.role == "manager")
+            await eventually(lambda: len(m1.manager.raft.raft_status().voters) == 3)  # type: ignore[union-attr]
+            await eventually(lambda: store.get(Node, w1.state.node_id).role.value == "manager")  # type: ignore[union-attr]
+
+            # demote a follower: it leaves Raft and becomes a worker.
+            assert m2.state is not None
+            await _set_role(m1, m2.state.node_id, "worker")
+            await eventually(lambda: m2.state is not None and m2.state.role == "worker" and m2.manager is None)
+            await eventually(lambda: len(m1.manager.raft.raft_status().voters) == 2)  # type: ignore[union-attr]
+
+            # demote the leader: leadership moves to the other manager first, then the old leader leaves.
+            await _set_role(m1, m1.state.node_id, "worker")  # type: ignore[union-attr]
+            await eventually(lambda: w1.manager is not None and w1.manager.is_leader, timeout=20)
+            await eventually(lambda: m1.state is not None and m1.state.role == "worker", timeout=20)
+            assert w1.manager is not None
+            await eventually(lambda: w1.manager.raft.raft_status().voters == (w1.state.raft_id,))  # type: ignore[union-attr]
+            await eventually(lambda: {n.description.hostname: n.role.value for n in w1.manager.store.list(Node)}  # type: ignore[union-attr]
+                             == {"manager1": "worker", "manager2": "worker", "worker1": "manager"})
+        finally:
+            await lab.close()
+
+    run(main())
