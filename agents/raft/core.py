@@ -427,7 +427,12 @@ class RaftCore:
         self._send(Message(_READ_INDEX, self._lead, self._id, self._term, context=context))
 
     def compact(self, index: int, data: bytes) -> None:
-        """The application's snapshot ``data`` covers the log up to ``index`` (<= what it applied)."""
+        """The application's snapshot ``data`` covers the log up to ``index`` (<= what it applied).
+
+        The snapshot comes back in the next ``Ready.snapshot`` so storage persists it and drops the log up
+        to ``index`` (it keeps what follows, since it holds the entry at ``index``). The runner must not
+        restore its state machine from a ``Ready.snapshot`` whose index is <= what it already applied.
+        """
         log = self._log
         if index <= log.snap_index:
             return

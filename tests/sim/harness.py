@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 from agents.raft.core import Config, RaftCore
 from agents.raft.types import (
-    NONE,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -765,4 +764,4 @@ def replay_command(seed: int) -> str:
     return REPLAY_CMD.format(seed=seed)
 
 
-__all__ = ["NONE", "Checker", "Disk", "Scenario", "Sim", "Violation", "replay_command", "run_seed"]
+__all__ = ["Checker", "Disk", "Scenario", "Sim", "SimNode", "Violation", "replay_command", "run_seed"]

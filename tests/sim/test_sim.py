@@ -31,8 +31,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _run(seed: int) -> None:
     try:
         run_seed(seed, STEPS)
+        return
     except Exception as e:  # a Violation, or the core raising where it must not
-        pytest.fail(f"seed {seed}: {type(e).__name__}: {e}\nreplay: {replay_command(seed)}", pytrace=False)
+        error = f"{type(e).__name__}: {e}"
+    pytest.fail(f"seed {seed}: {error}\nreplay: {replay_command(seed)}", pytrace=False)
 
 
 def test_random_seeds(seed_batch: int) -> None:

@@ -317,7 +317,9 @@ def test_removing_the_leader_transfers_leadership_first() -> None:
     net.propose(1, b"x")
     with pytest.raises(ProposalDropped):
         net.cores[1].propose_conf_change(ConfChange(ConfChangeType.REMOVE, 1))
-    assert net.types_sent(MessageType.TIMEOUT_NOW) == [] or True
+    assert net.cores[1].conf_state.voters == (1, 2, 3)  # nothing was appended
+    net.process(1)
+    assert [m.to for m in net.types_sent(MessageType.TIMEOUT_NOW)] in ([2], [3])
     net.deliver()
     new = net.leader()
     assert new in (2, 3)
@@ -403,31 +405,29 @@ def test_read_index_on_follower_is_forwarded() -> None:
 
 
 def test_read_index_waits_for_the_new_leader_to_commit_in_its_term() -> None:
-    net = cluster()
-    net.isolate(2)
-    net.isolate(3)
-    leader = net.cores[1]
-    leader.read_index(b"early")  # the term's no-op is committed already: fine
-    net.heal()
-    net.campaign(2)
-    assert net.leader() in (0, 1, 2)
-    fresh = RaftCore(Config(id=1, election_ticks=ET), random.Random(1), conf=ConfState(voters=(1, 2, 3)))
-    fresh.ready()
+    core = RaftCore(Config(id=1, election_ticks=ET), random.Random(1), conf=ConfState(voters=(1, 2, 3)))
+    core.ready()
     for _ in range(4 * ET):
-        fresh.tick()
-    # fresh is a (pre)candidate; make it leader by granting votes from 2 and 3
-    rd = fresh.ready()
-    vote_type = MessageType.PRE_VOTE
-    for m in rd.messages:
-        assert m.type == vote_type
+        core.tick()
+    assert core.role == Role.PRE_CANDIDATE
     for frm in (2, 3):
-        fresh.step(Message(MessageType.PRE_VOTE_RESP, 1, frm, fresh.term + 1))
+        core.step(Message(MessageType.PRE_VOTE_RESP, 1, frm, core.term + 1))
     for frm in (2, 3):
-        fresh.step(Message(MessageType.VOTE_RESP, 1, frm, fresh.term))
-    assert fresh.role == Role.LEADER
-    fresh.read_index(b"r")
-    rd = fresh.ready()
+        core.step(Message(MessageType.VOTE_RESP, 1, frm, core.term))
+    assert core.role == Role.LEADER
+    core.read_index(b"r")
+    rd = core.ready()
     assert rd.read_states == [] and not any(m.type == MessageType.HEARTBEAT for m in rd.messages)
+    core.advance(rd)
+    last = core.status().last_index
+    for frm in (2, 3):  # the no-op of the new term commits ...
+        core.step(Message(MessageType.APPEND_RESP, 1, frm, core.term, index=last))
+    rd = core.ready()
+    beats = [m for m in rd.messages if m.type == MessageType.HEARTBEAT]
+    assert beats and rd.read_states == []  # ... then the read's heartbeat round starts
+    for m in beats:
+        core.step(Message(MessageType.HEARTBEAT_RESP, 1, m.to, core.term, context=m.context))
+    assert [(r.index, r.context) for r in core.ready().read_states] == [(last, b"r")]
 
 
 def test_read_index_without_known_leader_raises() -> None:
@@ -544,3 +544,23 @@ def test_stale_and_duplicate_appends_are_harmless() -> None:
     net.deliver()
     datas = [e.data for e in net.stored[2].entries if e.data]
     assert datas.count(b"a") == 1
+
+
+def test_uncommitted_entries_are_bounded() -> None:
+    net = cluster(max_uncommitted_entries=10)
+    net.isolate(1)
+    for i in range(10):
+        net.cores[1].propose(b"%d" % i)
+    with pytest.raises(ProposalDropped):
+        net.cores[1].propose(b"one too many")
+
+
+def test_heartbeat_carries_commit_no_higher_than_the_followers_match() -> None:
+    net = cluster()
+    net.down.add(3)
+    idx = net.propose(1, b"x")
+    net.cores[1].tick()
+    rd = net.cores[1].ready()
+    beats = {m.to: m.commit for m in rd.messages if m.type == MessageType.HEARTBEAT}
+    assert beats[2] == idx
+    assert beats[3] < idx
