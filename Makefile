@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl
+APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl default-mysql-client redis-tools
 STAMP := $(VENV)/.installed
 
 
