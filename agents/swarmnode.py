@@ -15,12 +15,14 @@ import os
 import platform
 import random
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agents.manager import ca, joinclient
 from agents.manager.controlplane import ControlPlane
+from agents.manager.dispatcher import Dispatcher
 from agents.manager.errors import AlreadyInSwarm, FailedPrecondition, ManagerError, NoLeader, NotInSwarm
 from agents.manager.keys import load_or_create_dek
 from agents.manager.loop import ControlLoop
@@ -35,6 +37,7 @@ from agents.state.objects import (
     Resources,
     new_id,
 )
+from agents.worker.session import WorkerSession
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,9 @@ class SwarmNode:
         self.error = ""
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
+        self.session: WorkerSession | None = None
+        self.assignment_hooks: list[Callable[[Any], Any]] = []
+        """Called with each assignment message (the worker agent subscribes here)."""
 
     # --------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -161,8 +167,25 @@ class SwarmNode:
 
     # --------------------------------------------------------------------------------------- roles
     def _watch_role(self) -> None:
+        """Start what every node in a swarm runs: the dispatcher session and the role watch."""
         if self._role_task is None or self._role_task.done():
             self._role_task = asyncio.get_running_loop().create_task(self._role_loop(), name="role-watch")
+        if self.session is None and self.state is not None:
+            st = self.state
+            self.session = WorkerSession(
+                ca.NodeCredentials.load(self.state_dir), ca.RootCA.load(self.state_dir).cert_pem,
+                st.managers or [f"{st.advertise_ip}:{self.control_port}"],
+                {**{k: v for k, v in describe(self.hostname).to_dict().items() if k != "tls_info"},
+                 "addr": st.advertise_ip},
+                self._on_assignments,
+            )
+            self.session.start()
+
+    async def _on_assignments(self, assignments: Any) -> None:
+        for hook in self.assignment_hooks:
+            result = hook(assignments)
+            if asyncio.iscoroutine(result):
+                await result
 
     async def _stop_role_watch(self) -> None:
         task, self._role_task = self._role_task, None
@@ -170,6 +193,9 @@ class SwarmNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        session, self.session = self.session, None
+        if session is not None:
+            await session.stop()
 
     async def _role_loop(self) -> None:
         """Follow `docker node promote/demote`: ask a manager what this node should be, and become it."""
@@ -269,8 +295,14 @@ class SwarmNode:
             fsync=self.fsync, dek=dek,
         )
         manager = Manager(config, self.loop_factories)
+        dispatcher = Dispatcher(
+            manager.store, manager.committer, is_leader=lambda: manager.is_leader,
+            leader_address=manager.leader_control_addr, root_ca=root_pem, cluster_id=st.cluster_id,
+        )
+        manager.add_leader_loop(dispatcher)
         await manager.start()
         control = ControlPlane(manager)
+        dispatcher.add_routes(control.app)
         try:
             await control.start(st.advertise_ip, self.control_port)
         except BaseException:

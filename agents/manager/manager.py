@@ -57,6 +57,7 @@ class Manager:
         self.store = Store()
         self._loop_factories = list(loop_factories)
         self._loops: list[ControlLoop] = []
+        self._fixed_loops: list[ControlLoop] = []  # built once (their routes are mounted), run while leading
         self._leading = False
         self._watch_task: asyncio.Task[None] | None = None
         self._leader_hooks: list[Callable[[bool], None]] = []
@@ -107,6 +108,12 @@ class Manager:
         await self._stop_loops()
         await self.raft.stop()
 
+    def add_leader_loop(self, loop: ControlLoop) -> None:
+        """A loop built once (e.g. the dispatcher, whose routes are mounted once) that runs while leading."""
+        self._fixed_loops.append(loop)
+        if self._leading:
+            loop.start()
+
     def on_leadership(self, hook: Callable[[bool], None]) -> None:
         """Called with True when this manager becomes leader and False when it stops being one."""
         self._leader_hooks.append(hook)
@@ -149,12 +156,12 @@ class Manager:
 
     async def _start_loops(self) -> None:
         self._loops = [factory(self) for factory in self._loop_factories]
-        for loop in self._loops:
+        for loop in [*self._fixed_loops, *self._loops]:
             loop.start()
 
     async def _stop_loops(self) -> None:
         loops, self._loops = self._loops, []
-        for loop in reversed(loops):
+        for loop in reversed([*self._fixed_loops, *loops]):
             await loop.stop()
 
     async def _reconcile_manager_status(self) -> None:

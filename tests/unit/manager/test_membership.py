@@ -102,6 +102,8 @@ def test_init_join_failover_quorum_restore(tmp_path: Path) -> None:
             await eventually(lambda: len(store.list(Node)) == 4)
             roles = sorted(n.role.value for n in store.list(Node))
             assert roles == ["manager", "manager", "manager", "worker"]
+            # Every node (managers too) holds a dispatcher session with the leader and reports Ready.
+            await eventually(lambda: all(n.status.state.value == "ready" for n in store.list(Node)))
             # Every manager applied the same state.
             for m in (m2, m3):
                 await eventually(lambda m=m: m.manager is not None and len(m.manager.store.list(Node)) == 4)
