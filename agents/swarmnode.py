@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.manager import ca, joinclient
+from agents.manager.allocator import ensure_ingress
 from agents.manager.controlplane import ControlPlane
 from agents.manager.dispatcher import Dispatcher
 from agents.manager.errors import AlreadyInSwarm, FailedPrecondition, ManagerError, NoLeader, NotInSwarm
@@ -142,6 +143,8 @@ class SwarmNode:
         self.session: WorkerSession | None = None
         self.assignment_hooks: list[Callable[[Any], Any]] = []
         """Called with each assignment message (the worker agent subscribes here)."""
+        self.worker: Any = None
+        """This node's `agents.worker.agent.Worker` while it is in a swarm (containers, logs for the API)."""
 
     # --------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -180,6 +183,34 @@ class SwarmNode:
                 self._on_assignments,
             )
             self.session.start()
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        """Every node in a swarm (managers too) runs the tasks assigned to it."""
+        if self.worker is not None or self.session is None or self.state is None:
+            return
+        from agents.worker.agent import Worker, make_executor
+
+        try:
+            worker = Worker(str(self.state_dir), self.session, make_executor(str(self.state_dir)),
+                            node_id=self.state.node_id)
+        except Exception:
+            log.exception("the worker could not start: this node will run no tasks")
+            return
+        self.worker = worker
+        self.assignment_hooks.append(worker.apply)
+        asyncio.get_running_loop().create_task(worker.start(), name="worker-start")
+
+    async def _stop_worker(self, *, remove_tasks: bool = False) -> None:
+        """Stop managing tasks; they keep running (an agent restart adopts them) unless the node leaves."""
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        with contextlib.suppress(ValueError):
+            self.assignment_hooks.remove(worker.apply)
+        if remove_tasks:
+            await worker.shutdown_tasks()
+        await worker.stop()
 
     async def _on_assignments(self, assignments: Any) -> None:
         for hook in self.assignment_hooks:
@@ -188,6 +219,7 @@ class SwarmNode:
                 await result
 
     async def _stop_role_watch(self) -> None:
+        await self._stop_worker()
         task, self._role_task = self._role_task, None
         if task is not None:
             task.cancel()
@@ -312,12 +344,14 @@ class SwarmNode:
         return manager
 
     async def _stop_manager(self) -> None:
-        if self.control is not None:
-            await self.control.stop()
-            self.control = None
+        """Raft first (its loops close the dispatcher sessions), then the control plane: a stopping manager
+        must not keep voting or leading while its HTTP server drains."""
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
 
     async def wait_leader(self, timeout: float) -> None:
         """Until this node's manager knows a leader (and, if it is the leader, has its loops running)."""
@@ -352,8 +386,7 @@ class SwarmNode:
                 with manager.store.batch() as tx:
                     bootstrap(tx, cluster_id=cluster_id, node_id=node_id, raft_id=raft_id,
                               advertise_ip=advertise_ip, root=root, description=describe(self.hostname))
-                    for hook in INIT_HOOKS:
-                        hook(tx)
+                    ensure_ingress(tx)  # Docker creates the ingress network at init
                 assert tx.changeset is not None
                 result = await manager.commit(tx.changeset)
                 if not result.ok:
@@ -437,6 +470,7 @@ class SwarmNode:
                     await self.manager.raft.remove_member(self.state.raft_id, timeout=3)
                 except Exception as e:
                     log.warning("could not leave the raft cleanly: %s", e)
+            await self._stop_worker(remove_tasks=True)
             await self._stop_role_watch()
             await self._stop_manager()
             self._reset_disk()
@@ -498,16 +532,24 @@ def _raft_peers(managers_list: list[dict[str, Any]]) -> dict[int, tuple[str, int
     return peers
 
 
-INIT_HOOKS: list[Any] = []
-"""Functions called with the bootstrap transaction at `swarm init` (the allocator adds the ingress network)."""
-
-
 def default_loops() -> list[LoopFactory]:
-    """The leader's control loops, in start order."""
+    """The leader's control loops, in start order: allocation before scheduling before orchestration,
+    so the first pass of each finds the previous one's work (they all react to store events anyway)."""
+    from agents.manager.allocator import Allocator
+    from agents.manager.orchestrator.globalmode import GlobalOrchestrator
+    from agents.manager.orchestrator.reaper import TaskReaper
+    from agents.manager.orchestrator.replicated import ReplicatedOrchestrator
     from agents.manager.rolemanager import role_manager
+    from agents.manager.scheduler.scheduler import Scheduler
 
-    factories: list[LoopFactory] = [role_manager]
-    return factories
+    return [
+        role_manager,
+        lambda m: Allocator(m.store, m.committer),
+        lambda m: Scheduler(m.store, m.committer),
+        lambda m: ReplicatedOrchestrator(m.store, m.committer),
+        lambda m: GlobalOrchestrator(m.store, m.committer),
+        lambda m: TaskReaper(m.store, m.committer),
+    ]
 
 
 __all__ = ["ControlLoop", "SwarmNode", "SwarmTiming"]

@@ -33,6 +33,7 @@ from agents.state.objects import Node, NodeDescription, NodeRole, new_id
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_TIMEOUT = 2.0  # open sessions are cut after this on stop; nodes reconnect elsewhere
 MISDIRECTED = 421  # "ask the leader": the body carries {"leader": "ip:2377"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -83,7 +84,7 @@ class ControlPlane:
         self.app.add_routes(routes)
 
     async def start(self, host: str, port: int = CONTROL_PORT) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=tls_for_control(self.manager.config),
                            reuse_address=True)

@@ -18,7 +18,7 @@ import pytest
 from agents.manager.errors import InvalidArgument, ManagerError, NoLeader, NotLeader
 from agents.manager.membership import cluster_of
 from agents.manager.tokens import JoinTokens
-from agents.state.objects import Node, Secret, SecretSpec
+from agents.state.objects import Network, Node, Secret, SecretSpec
 from agents.swarmnode import SwarmNode, SwarmTiming
 
 TIMING = SwarmTiming(tick_interval=0.05, election_ticks=10, heartbeat_period_s=0.2)
@@ -87,6 +87,7 @@ def test_init_join_failover_quorum_restore(tmp_path: Path) -> None:
             assert cluster.root_ca.join_tokens.worker.startswith("SWMTKN-1-")
             me = store.get(Node, node_id)
             assert me is not None and me.manager_status is not None and me.manager_status.leader
+            assert [n.spec.name for n in store.list(Network) if n.spec.ingress] == ["ingress"]
 
             # Joining: two managers and a worker; a wrong token is refused and nothing joins.
             bad = lab.node("intruder")

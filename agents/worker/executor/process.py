@@ -1,0 +1,512 @@
+"""The default executor: each task is a process tree isolated like a container, no engine needed.
+
+Per task (see `shim.py` for the supervisor's side):
+
+* a container id (64 hex; the short 12 are the hostname), ``<state>/containers/<id>/`` with the
+  json-file log (bounded) and the exit status;
+* a cgroup below the agent's (`cgroups.TaskCgroups`), limits where the controllers are delegated;
+* its own network, mount and UTS namespaces: a veth per address on the node's task bridge
+  (`netns.TaskNetworking`), a private tmpfs /run and a read-only tmpfs /run/secrets with exactly the
+  referenced secrets, written from memory;
+* a runtime record (`records.RecordStore`) so a restarted agent adopts the task instead of starting a
+  duplicate: the supervisor's pid and start time identify it, a pidfd tells when it exits (the adopted
+  supervisor is no longer our child), and the exit status comes from the file the supervisor writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import logging
+import marshal
+import os
+import pwd
+import secrets as _secrets
+import shutil
+import signal as _signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+from agents.state.objects import Task
+from agents.worker.executor import cgroups, logs, records
+from agents.worker.executor.base import Container, SecretFile, StartFailed, TaskRejected
+from agents.worker.executor.netns import Attachment, NetworkError, TaskNetworking, attachment_for
+from agents.worker.images import catalog
+
+log = logging.getLogger(__name__)
+
+SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
+_DEFAULT = object()
+
+
+class _LineReader:
+    """Async line reads from a pipe fd (the supervisor's control channel)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.buf = b""
+        self.eof = False
+
+    async def readline(self, timeout: float) -> bytes:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while b"\n" not in self.buf and not self.eof:
+                fut: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(self.fd, _wake, fut)
+                try:
+                    await fut
+                finally:
+                    loop.remove_reader(self.fd)
+                try:
+                    data = os.read(self.fd, 4096)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    self.eof = True
+                self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+
+def _resolve_user(user: str) -> tuple[int | None, int | None, list[int]]:
+    """``uid[:gid]`` or ``name[:group]`` -> ids (None: stay root); Docker's error text if unknown."""
+    if not user:
+        return None, None, []
+    name, _, group = user.partition(":")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid, gid = pw.pw_uid, pw.pw_gid
+    except KeyError:
+        if not name.isdigit():
+            raise StartFailed(f"unable to find user {name}: no matching entries in passwd file") from None
+        uid, gid = int(name), int(name) if not group else 0
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise StartFailed(f"unable to find group {group}: no matching entries in group file") from None
+    return uid, gid, []
+
+
+class ProcessExecutor:
+    """See the module docstring. ``node_netns``: run node-side network commands in that namespace
+    (tests); ``cgroup_parent``: where task cgroups go (default: ``<agent cgroup>/tasks``; None: none)."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        node_netns: str | None = None,
+        cgroup_parent: str | object | None = _DEFAULT,
+        fallback_subnet: str = "172.18.0.0/24",
+        python: str = sys.executable,
+        log_max_size: int = logs.DEFAULT_MAX_SIZE,
+        log_max_files: int = logs.DEFAULT_MAX_FILES,
+        max_parallel_starts: int = 8,
+        start_timeout_s: float = 15.0,
+    ) -> None:
+        self.state_dir = str(state_dir)
+        self.containers_dir = os.path.join(self.state_dir, "containers")
+        os.makedirs(self.containers_dir, mode=0o710, exist_ok=True)
+        self.records = records.RecordStore(os.path.join(self.state_dir, "worker", "tasks"))
+        self.net = TaskNetworking(node_netns, fallback_subnet)
+        parent = cgroups.default_parent() if cgroup_parent is _DEFAULT else cgroup_parent
+        self.cgroups = cgroups.TaskCgroups(parent if isinstance(parent, str) else None)
+        self.python = python
+        self.log_max_size = log_max_size
+        self.log_max_files = log_max_files
+        self.start_timeout_s = start_timeout_s
+        self._starts = asyncio.Semaphore(max_parallel_starts)
+        self._recs: dict[str, records.RuntimeRecord] = {}
+        self._containers: dict[str, Container] = {}
+        self._pending: dict[str, dict[str, object]] = {}
+        """Container id -> supervisor config not yet handed over (holds secret data, memory only)."""
+        self._watches: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------ paths
+
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid)
+
+    def log_path(self, cid: str) -> str:
+        return os.path.join(self.container_dir(cid), f"{cid}-json.log")
+
+    def exit_path(self, cid: str) -> str:
+        return os.path.join(self.container_dir(cid), "exit")
+
+    def _used_addresses(self) -> set[str]:
+        return {
+            a.partition("/")[0] for c in self._containers.values() if c.state != "exited" for a in c.addresses
+        }
+
+    # ----------------------------------------------------------------------------------------- create
+
+    async def create(self, task: Task, secrets: list[SecretFile]) -> Container:
+        cs = task.spec.container
+        try:
+            spec = catalog.resolve(cs.image)
+            argv = catalog.build_argv(spec, cs.command or None, None, cs.args)
+        except catalog.ImageError as e:
+            raise TaskRejected(str(e)) from None
+        start_error = ""
+        try:
+            exec_argv = catalog.host_argv(spec, argv, python=self.python)
+        except catalog.ImageError as e:
+            exec_argv, start_error = [], str(e)
+        cid = _secrets.token_hex(32)
+        hostname = cs.hostname or cid[:12]
+        env = spec.env_dict()
+        env["HOSTNAME"] = hostname
+        env.setdefault("HOME", "/root")
+        for item in cs.env:
+            key, sep, value = item.partition("=")
+            if sep:
+                env[key] = value
+            elif key in os.environ:
+                env[key] = os.environ[key]
+        uid, gid, groups = _resolve_user(cs.user)
+        if uid is not None and "HOME" not in {e.partition("=")[0] for e in cs.env}:
+            with contextlib.suppress(KeyError):
+                env["HOME"] = pwd.getpwuid(uid).pw_dir
+        atts = [attachment_for(n.network_id, a) for n in task.networks for a in n.addresses[:1] if n.network_id]
+        if not atts:
+            atts = [self.net.fallback_attachment(self._used_addresses())]
+        c = Container(
+            id=cid,
+            task=task,
+            image=cs.image,
+            argv=argv,
+            created=time.time(),
+            addresses=[a.address for a in atts],
+            hostname=hostname,
+            error=start_error,
+        )
+        self._containers[cid] = c  # before any await: concurrent creates see its address as taken
+        os.makedirs(self.container_dir(cid), mode=0o710)
+        lim = task.spec.resources.limits
+        cgroup = await asyncio.to_thread(self.cgroups.create, cid, lim.memory_bytes, lim.nano_cpus)
+        rec = records.RuntimeRecord(
+            task_id=task.id,
+            container_id=cid,
+            task=task.to_dict(),
+            image=cs.image,
+            argv=argv,
+            created=c.created,
+            cgroup=cgroup,
+            addresses=c.addresses,
+        )
+        self._pending[cid] = {
+            "argv": exec_argv,
+            "env": env,
+            "cwd": cs.dir or spec.working_dir or "/",
+            "uid": uid,
+            "gid": gid,
+            "groups": groups,
+            "hostname": hostname,
+            "cgroup": cgroup,
+            "secrets": [{"name": s.name, "data": s.data, "uid": s.uid, "gid": s.gid, "mode": s.mode} for s in secrets],
+            "log_path": self.log_path(cid),
+            "log_max_size": self.log_max_size,
+            "log_max_files": self.log_max_files,
+            "exit_path": self.exit_path(cid),
+            "attachments": [(a.bridge, a.address, a.gateway) for a in atts],
+        }
+        self._recs[cid] = rec
+        self.records.save(rec)
+        return c
+
+    # ------------------------------------------------------------------------------------------ start
+
+    async def start(self, c: Container) -> None:
+        cfg = self._pending.pop(c.id, None)
+        if cfg is None:
+            raise StartFailed(f"container {c.short_id} cannot be started twice")
+        if c.error:
+            raise StartFailed(c.error)
+        async with self._starts:
+            await self._spawn(c, cfg)
+
+    async def _spawn(self, c: Container, cfg: dict[str, object]) -> None:
+        rec = self._recs[c.id]
+        atts = [Attachment(*a) for a in cfg.pop("attachments")]  # type: ignore[attr-defined]
+        payload = marshal.dumps(cfg)
+        del cfg  # the secrets' only copy now travels in the pipe
+        cfg_r, cfg_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        go_r, go_w = os.pipe()
+        try:
+            shim = os.posix_spawn(
+                self.python,
+                [self.python, "-I", "-S", SHIM],
+                {"PATH": catalog.DEFAULT_PATH},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, cfg_r, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, ctl_w, 3),
+                    (os.POSIX_SPAWN_DUP2, go_r, 4),
+                ],
+                setsid=True,
+            )
+        finally:
+            for fd in (cfg_r, ctl_w, go_r):
+                os.close(fd)
+        rec.shim_pid = shim
+        rec.shim_start = records.proc_start_time(shim)
+        self.records.save(rec)
+        ctl = _LineReader(ctl_r)
+        try:
+            await _write_all(cfg_w, payload)
+            del payload
+            os.close(cfg_w)
+            cfg_w = -1
+            line = await ctl.readline(self.start_timeout_s)
+            if line != b"ready":
+                raise StartFailed(_shim_error(line))
+            try:
+                await self.net.attach(shim, c.id, atts)
+            except NetworkError as e:
+                raise StartFailed(f"network setup failed: {e}") from None
+            os.write(go_w, b"go\n")
+            os.close(go_w)
+            go_w = -1
+            line = await ctl.readline(self.start_timeout_s)
+            if not line.startswith(b"pid "):
+                raise StartFailed(_shim_error(line))
+            pid = int(line.split()[1])
+        except BaseException as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(shim, _signal.SIGKILL)
+            await asyncio.to_thread(_reap, shim)
+            c.state, c.exit_code, c.finished_at = "exited", 128, time.time()
+            c.error = str(e) if isinstance(e, StartFailed) else f"starting container failed: {e!r}"
+            rec.state, rec.exit_code, rec.error, rec.finished_at = "exited", 128, c.error, c.finished_at
+            self.records.save(rec)
+            await asyncio.to_thread(self._cleanup_cgroup, rec)
+            c.exited.set()
+            if isinstance(e, StartFailed | asyncio.CancelledError):
+                raise
+            raise StartFailed(c.error) from e
+        finally:
+            for fd in (cfg_w, ctl_r, go_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        c.pid, c.state, c.started_at = pid, "running", time.time()
+        rec.pid, rec.pid_start, rec.state, rec.started_at = pid, records.proc_start_time(pid), "running", c.started_at
+        self.records.save(rec)
+        self._watch(c)
+
+    # ----------------------------------------------------------------------------------- exit watching
+
+    def _watch(self, c: Container) -> None:
+        """Notice the supervisor's exit through a pidfd (works for adopted, non-child processes too)."""
+        rec = self._recs[c.id]
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(rec.shim_pid)
+        except ProcessLookupError:
+            self._on_exit(c)
+            return
+        if not records.alive(rec.shim_pid, rec.shim_start):  # pid reused or exited before we looked
+            os.close(pidfd)
+            self._on_exit(c)
+            return
+        self._watches[c.id] = pidfd
+
+        def ready() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._watches.pop(c.id, None)
+            self._on_exit(c)
+
+        loop.add_reader(pidfd, ready)
+
+    def _on_exit(self, c: Container) -> None:
+        rec = self._recs[c.id]
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(rec.shim_pid, os.WNOHANG)  # reap it if it is our child
+        code = _read_exit(self.exit_path(c.id))
+        if code is None:
+            code = 137  # the supervisor itself was killed (cgroup kill, node halt): so was the task
+            c.error = c.error or "task: supervisor killed"
+        try:
+            finished = os.stat(self.exit_path(c.id)).st_mtime
+        except OSError:
+            finished = time.time()
+        c.state, c.exit_code, c.finished_at = "exited", code, finished
+        rec.state, rec.exit_code, rec.finished_at = "exited", code, finished
+        self.records.save(rec)
+        if rec.cgroup:
+            cg = rec.cgroup
+            asyncio.get_running_loop().run_in_executor(None, cgroups.TaskCgroups.remove, cg)
+        c.exited.set()
+
+    def _cleanup_cgroup(self, rec: records.RuntimeRecord) -> None:
+        if rec.cgroup:
+            cgroups.TaskCgroups.remove(rec.cgroup)
+
+    # ------------------------------------------------------------------------------------- operations
+
+    async def signal(self, c: Container, sig: int) -> None:
+        """Signal the task's program (Docker signals the container's init, not the supervisor)."""
+        rec = self._recs.get(c.id)
+        if rec is None or c.state != "running":
+            raise ProcessLookupError(f"container {c.short_id} is not running")
+        if not records.alive(rec.pid, rec.pid_start):
+            raise ProcessLookupError(f"container {c.short_id} is not running")
+        os.kill(rec.pid, sig)
+
+    async def remove(self, c: Container) -> None:
+        """Kill whatever is left, delete the cgroup, container directory and record."""
+        self._pending.pop(c.id, None)
+        rec = self._recs.get(c.id)
+        if c.state == "running":
+            with contextlib.suppress(ProcessLookupError):
+                await self.signal(c, _signal.SIGKILL)
+            try:
+                async with asyncio.timeout(5):
+                    await c.exited.wait()
+            except TimeoutError:
+                if rec is not None and rec.cgroup:
+                    cgroups.TaskCgroups.kill(rec.cgroup)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await c.exited.wait()
+        if rec is not None:
+            await asyncio.to_thread(self._cleanup_cgroup, rec)
+            self.records.delete(rec.task_id)
+        pidfd = self._watches.pop(c.id, None)
+        if pidfd is not None:
+            asyncio.get_running_loop().remove_reader(pidfd)
+            os.close(pidfd)
+        await asyncio.to_thread(shutil.rmtree, self.container_dir(c.id), True)
+        self._containers.pop(c.id, None)
+        self._recs.pop(c.id, None)
+
+    def logs(
+        self,
+        c: Container,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> AsyncIterator[logs.LogEntry]:
+        return logs.read_logs(
+            self.log_path(c.id),
+            follow=follow,
+            tail=tail,
+            since=since,
+            until=until,
+            stdout=stdout,
+            stderr=stderr,
+            running=lambda: c.state != "exited",
+        )
+
+    # ----------------------------------------------------------------------------------- re-adoption
+
+    async def restore(self) -> list[Container]:
+        """Containers this node had before the agent (re)started: running ones adopted, others as exited.
+
+        A record left in ``created`` (the agent died while starting it) is cleaned up and not returned:
+        the task is still below RUNNING for the manager, so the worker simply starts it again."""
+        out = []
+        for rec in self.records.load_all():
+            try:
+                task = Task.from_dict(rec.task)
+            except (ValueError, TypeError):
+                self.records.delete(rec.task_id)
+                continue
+            c = Container(
+                id=rec.container_id,
+                task=task,
+                image=rec.image,
+                argv=rec.argv,
+                created=rec.created,
+                pid=rec.pid,
+                started_at=rec.started_at,
+                finished_at=rec.finished_at,
+                exit_code=rec.exit_code,
+                addresses=list(rec.addresses),
+                hostname=rec.container_id[:12],
+                error=rec.error,
+                adopted=True,
+            )
+            self._containers[c.id] = c
+            self._recs[c.id] = rec
+            if rec.state == "created":
+                if rec.shim_pid and records.alive(rec.shim_pid, rec.shim_start):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rec.shim_pid, _signal.SIGKILL)
+                await self.remove(c)
+                continue
+            if rec.state == "running":
+                c.state = "running"
+                self._watch(c)  # exits found here are reported by the worker like any other exit
+            else:
+                c.state = "exited"
+                c.exited.set()
+            out.append(c)
+        return out
+
+    async def close(self) -> None:
+        """Stop watching (tasks keep running: the next agent adopts them)."""
+        loop = asyncio.get_running_loop()
+        for pidfd in self._watches.values():
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._watches.clear()
+        self._pending.clear()
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to a pipe without blocking the loop (configs with large secrets exceed its buffer)."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                fut: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(fd, _wake, fut)
+                try:
+                    await fut
+                finally:
+                    loop.remove_writer(fd)
+    except BrokenPipeError:
+        pass  # the supervisor died early; its error arrives on the control pipe
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _read_exit(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _shim_error(line: bytes) -> str:
+    text = line.decode(errors="replace")
+    if text.startswith("error "):
+        return f"starting container failed: {text[6:]}"
+    return "starting container failed: task supervisor exited early"

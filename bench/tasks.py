@@ -1,0 +1,206 @@
+"""Task start-up: a 100-replica service until converged; assigned -> running per task; worker RSS.
+
+Two parts, one JSON object on stdout:
+
+* ``swarm``: the real thing -- the default lab (3 managers, 2 workers) brought up with
+  ``labctl.lifecycle.up`` in a private ``LABCTL_HOME`` (torn down in ``finally``), a swarm formed and a
+  100-replica nginx service created through the Docker SDK against manager1; timed until all 100 tasks
+  run. Reports ``{"status": "blocked", "reason": ...}`` while the /swarm or /services endpoints (other
+  issues) are missing -- never made-up numbers.
+* ``worker``: the worker's share alone, measured now: one node-like network namespace, the real
+  `Worker` + `ProcessExecutor`, 100 nginx tasks assigned at once (as one ``full`` assignments
+  message); per-task time from the assignment's arrival to the RUNNING report, time until all run, and
+  the RSS of the process holding the worker with 20 tasks running (plus the supervisors' RSS).
+
+Targets (issue): converged <= 10 s, p50 assigned -> running <= 300 ms, agent RSS <= 60 MB with 20 tasks.
+Needs root. ``--replicas`` / ``--skip-swarm`` for quicker runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from agents.state.objects import Annotations, ContainerSpec, Task, TaskSpec, TaskState  # noqa: E402
+from agents.worker.agent import Worker  # noqa: E402
+from agents.worker.executor import cgroups  # noqa: E402
+from agents.worker.executor.process import ProcessExecutor  # noqa: E402
+from agents.worker.session import Assignments  # noqa: E402
+
+
+def rss_kb(pid: int | str = "self") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.running_at: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+
+    def report(self, updates: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        for u in updates:
+            if u["state"] == "running":
+                self.running_at.setdefault(u["task_id"], now)
+            elif u["state"] in ("failed", "rejected"):
+                self.failed[u["task_id"]] = u.get("err", "")
+
+
+def task(i: int) -> Task:
+    t = Task(id=f"bench{i:04d}", service_id="svc", slot=i + 1, node_id="n1",
+             spec=TaskSpec(container=ContainerSpec(image="nginx:latest")),
+             service_annotations=Annotations(name="web"), annotations=Annotations(name=f"web.{i + 1}.bench{i:04d}"),
+             desired_state=TaskState.RUNNING)
+    t.status.state = TaskState.ASSIGNED
+    return t
+
+
+async def worker_part(replicas: int, rss_at: int) -> dict[str, Any]:
+    name = f"lcb-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    state = tempfile.mkdtemp(prefix="lcb-worker-")
+    mount, own = cgroups.cgroup2_mount(), cgroups.own_cgroup()
+    cg = os.path.join(mount, own.lstrip("/"), name) if mount and own is not None else None
+    rec = Recorder()
+    w = Worker(state, rec, ProcessExecutor(state, node_netns=f"/run/netns/{name}", cgroup_parent=cg,
+                                           fallback_subnet="172.18.0.0/16"))
+    try:
+        await w.start()
+        # RSS with `rss_at` tasks running.
+        t0 = time.monotonic()
+        await w.apply(Assignments(full=True, tasks=[task(i) for i in range(rss_at)]))
+        while len(rec.running_at) + len(rec.failed) < rss_at:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        shim_rss = []
+        task_rss = []
+        for c in w.executor._containers.values():  # type: ignore[attr-defined]
+            r = w.executor._recs[c.id]  # type: ignore[attr-defined]
+            shim_rss.append(rss_kb(r.shim_pid))
+            task_rss.append(rss_kb(r.pid))
+        rss = {
+            "worker_process_rss_mb": round(rss_kb() / 1024, 1),
+            "tasks_running": len(rec.running_at),
+            "shim_rss_kb_mean": round(statistics.mean(shim_rss)) if shim_rss else 0,
+            "task_rss_kb_mean": round(statistics.mean(task_rss)) if task_rss else 0,
+        }
+        await w.shutdown_tasks()
+        rec.running_at.clear()
+        # The burst: `replicas` tasks in one assignments message.
+        t0 = time.monotonic()
+        await w.apply(Assignments(full=True, tasks=[task(i) for i in range(replicas)]))
+        while len(rec.running_at) + len(rec.failed) < replicas:
+            await asyncio.sleep(0.005)
+            if time.monotonic() - t0 > 120:
+                break
+        converged = time.monotonic() - t0
+        lat = sorted(w.start_latencies[-replicas:])
+        out = {
+            "replicas": replicas,
+            "running": len(rec.running_at),
+            "failed": len(rec.failed),
+            "first_error": next(iter(rec.failed.values()), ""),
+            "converged_s": round(converged, 3),
+            "assigned_to_running_ms": {
+                "p50": round(1000 * statistics.median(lat), 1) if lat else None,
+                "p90": round(1000 * lat[int(len(lat) * 0.9) - 1], 1) if lat else None,
+                "max": round(1000 * lat[-1], 1) if lat else None,
+                "min": round(1000 * lat[0], 1) if lat else None,
+            },
+            "rss_with_tasks": {"tasks": rss_at, **rss},
+        }
+        await w.shutdown_tasks()
+        return out
+    finally:
+        await w.stop()
+        if cg and os.path.isdir(cg):
+            for sub in os.listdir(cg):
+                if os.path.isdir(os.path.join(cg, sub)):
+                    cgroups.TaskCgroups.remove(os.path.join(cg, sub))
+            os.rmdir(cg)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def swarm_part(replicas: int) -> dict[str, Any]:
+    """The default lab end to end; "blocked" until the swarm and service APIs exist."""
+    try:
+        import docker
+    except ImportError:
+        return {"status": "blocked", "reason": "the docker SDK is not installed"}
+    home = tempfile.mkdtemp(prefix="lcb-home-")
+    os.environ["LABCTL_HOME"] = home
+    from labctl import lifecycle
+    from labctl.providers.netns import NetnsProvider
+    from labctl.spec import parse_spec
+
+    spec = parse_spec({"name": f"bt{secrets.token_hex(2)}", "managers": 3, "workers": 2}, "bench")
+    try:
+        record, _ = lifecycle.up(spec)
+        client = docker.DockerClient(base_url=NetnsProvider(record).docker_host("manager1"), timeout=30)
+        try:
+            client.swarm.init(advertise_addr=record.spec.nodes[0].ip)  # type: ignore[attr-defined]
+        except docker.errors.APIError as e:
+            return {"status": "blocked", "reason": f"POST /swarm/init on manager1: {e.explanation or e}"}
+        t0 = time.monotonic()
+        try:
+            svc = client.services.create("nginx", name="web", mode=docker.types.ServiceMode("replicated", replicas))
+        except docker.errors.APIError as e:
+            return {"status": "blocked", "reason": f"POST /services/create on manager1: {e.explanation or e}"}
+        while True:
+            tasks = svc.tasks()
+            running = [t for t in tasks if t["Status"]["State"] == "running"]
+            if len(running) >= replicas or time.monotonic() - t0 > 60:
+                break
+            time.sleep(0.1)
+        converged = time.monotonic() - t0
+        return {"status": "ok", "replicas": replicas, "running": len(running), "converged_s": round(converged, 3)}
+    except Exception as e:
+        return {"status": "blocked", "reason": f"{type(e).__name__}: {e}"}
+    finally:
+        try:
+            lifecycle.down(spec.name)
+        except Exception as e:
+            print(f"teardown: {e}", file=sys.stderr)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--replicas", type=int, default=100)
+    ap.add_argument("--rss-tasks", type=int, default=20)
+    ap.add_argument("--skip-swarm", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print(json.dumps({"status": "blocked", "reason": "needs root (network namespaces)"}))
+        return
+    result: dict[str, Any] = {}
+    result["swarm"] = {"status": "skipped"} if args.skip_swarm else swarm_part(args.replicas)
+    result["worker"] = asyncio.run(worker_part(args.replicas, args.rss_tasks))
+    result["targets"] = {"converged_s": 10, "p50_assigned_to_running_ms": 300, "agent_rss_mb_20_tasks": 60}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
