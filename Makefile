@@ -5,18 +5,22 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl default-mysql-client redis-tools
+TEST_APT_PACKAGES := vagrant
 STAMP := $(VENV)/.installed
 
 
-.PHONY: compile demo test deps sysdeps venv lint typecheck unit sim netns soak bench clean
+.PHONY: compile demo test deps testdeps sysdeps venv lint typecheck unit sim netns soak bench clean
 
 demo: deps
 	$(BIN)/python -m labctl.demo
 
-test: deps lint typecheck
+test: deps testdeps lint typecheck
 	$(BIN)/python -m pytest -n 2 -q tests
 
 deps: sysdeps $(STAMP) compile
+
+testdeps: sysdeps  # Debian's vagrant: rendered Vagrantfiles must pass `vagrant validate` (no VirtualBox needed)
+	@bash scripts/install-sysdeps.sh $(TEST_APT_PACKAGES)
 
 sysdeps:
 	@bash scripts/install-sysdeps.sh $(APT_PACKAGES)

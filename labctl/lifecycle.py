@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from labctl import registry
+from labctl import registry, remotenet
 from labctl.errors import LabError
 from labctl.providers import netlink
 from labctl.providers.base import Progress, Provider, no_progress
@@ -59,7 +59,8 @@ def up(spec: LabSpec, progress: Progress = no_progress) -> tuple[LabRecord, bool
             _provider(existing).destroy()
         _provider(LabRecord(spec, "creating"))  # an unavailable provider fails before anything is made
         with registry.host_locked():
-            resolved = spec.with_subnet(pick_subnet(spec))
+            subnet = pick_subnet(spec) if spec.provider == "netns" else remotenet.pick(spec)
+            resolved = spec.with_subnet(subnet)
             registry.claim_owner(spec.name)
             record = LabRecord(resolved, "creating")
             registry.save(record)

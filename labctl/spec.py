@@ -24,12 +24,71 @@ FIRST_NODE_HOST = 11  # node addresses start at .11, as in the Vagrant labs the 
 UNIX_SOCKET_MAX = 107  # sun_path is 108 bytes including the NUL
 RUNTIME_ROOT = "/run/labctl"
 DEFAULT_SUBNET_BASE = ipaddress.IPv4Network("192.168.56.0/24")
+# VirtualBox (>= 6.1.28) accepts host-only addresses only in 192.168.56.0/21 unless /etc/vbox/networks.conf
+# says otherwise; refusing others here beats a cryptic failure half-way through `vagrant up`.
+VAGRANT_RANGE = ipaddress.IPv4Network("192.168.56.0/21")
+DEFAULT_BOX = "bento/ubuntu-24.04"  # Canonical publishes no Vagrant boxes after 22.04
+BOX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+SSH_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SSH_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+KEY_PATH_RE = re.compile(r"^~?/[A-Za-z0-9._/+@-]+$")
 
 Role = Literal["manager", "worker"]
 
 
 class SpecError(UsageError):
     """A lab spec that cannot be used; the message names the field and says what is wrong (exit code 2)."""
+
+
+class NodeSSHSpec(BaseModel):
+    """How labctl reaches an existing machine (provider: ssh). Values end up on ssh command lines and in
+    an ssh_config file, so each is checked against a narrow pattern."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str = "root"
+    key: str | None = None  # private key file; None: the lab's own key (labctl prints its public half)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not SSH_HOST_RE.match(v):
+            raise ValueError(f"{v!r} is not a host name or IPv4 address")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not SSH_USER_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid user name (lowercase letters, digits, '_', '-')")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and (not KEY_PATH_RE.match(v) or "/../" in v + "/"):
+            raise ValueError(f"{v!r} must be an absolute path or start with ~/ (letters, digits, . _ / + @ -)")
+        return v
+
+
+class VagrantSpec(BaseModel):
+    """The VMs of a vagrant lab; every field is rendered into the Vagrantfile, hence the strict checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    box: str = DEFAULT_BOX
+    cpus: int = Field(1, ge=1, le=32)
+    memory: int = Field(1024, ge=256, le=262_144, description="MiB per VM")
+    provider: Literal["virtualbox", "libvirt"] = "virtualbox"
+
+    @field_validator("box")
+    @classmethod
+    def _box(cls, v: str) -> str:
+        if len(v) > 100 or not BOX_RE.match(v):
+            raise ValueError(f"{v!r} is not a box name like bento/ubuntu-24.04 (letters, digits, '.', '_', '-', one '/')")
+        return v
 
 
 class NodeSpec(BaseModel):
@@ -39,6 +98,7 @@ class NodeSpec(BaseModel):
     role: Role = "worker"
     ip: ipaddress.IPv4Address | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    ssh: NodeSSHSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -80,6 +140,10 @@ class LabSpec(BaseModel):
     workers: int | None = Field(None, ge=0, le=200)
     nodes: list[NodeSpec] = Field(default_factory=list)
     timing: TimingSpec = Field(default_factory=TimingSpec)
+    vagrant: VagrantSpec | None = None
+    # How the agent gets onto nodes: nsenter (netns only: started straight from the host's venv) or ssh
+    # (pushed as a wheel over SSH; the only way for vagrant and ssh). None: the provider's natural way.
+    via: Literal["nsenter", "ssh"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -132,10 +196,22 @@ class LabSpec(BaseModel):
                 )
         if self.swarm == "form" and not any(n.role == "manager" for n in nodes):
             raise ValueError("swarm: form needs at least one node with role: manager")
+        nodes = _check_provider_fields(self, nodes)
         object.__setattr__(self, "nodes", nodes)
         if self.subnet is not None:
             object.__setattr__(self, "nodes", assign_addresses(nodes, self.subnet))
         return self
+
+    @property
+    def agent_via(self) -> Literal["nsenter", "ssh"]:
+        """How the agent reaches this lab's nodes (see `via`)."""
+        if self.via is not None:
+            return self.via
+        return "nsenter" if self.provider == "netns" else "ssh"
+
+    @property
+    def vagrant_settings(self) -> VagrantSpec:
+        return self.vagrant or VagrantSpec()
 
     def with_subnet(self, subnet: ipaddress.IPv4Network) -> LabSpec:
         """The same spec on a concrete subnet (auto-chosen at `up`), addresses assigned."""
@@ -154,6 +230,40 @@ class LabSpec(BaseModel):
         """The host's address on the lab network (like a Vagrant host-only adapter: .1)."""
         assert self.subnet is not None
         return self.subnet.network_address + 1
+
+
+def _check_provider_fields(spec: LabSpec, nodes: list[NodeSpec]) -> list[NodeSpec]:
+    """Fields that only make sense for one provider, and the address rules of vagrant and ssh labs."""
+    if spec.vagrant is not None and spec.provider != "vagrant":
+        raise ValueError("vagrant: is only for provider: vagrant")
+    if spec.via == "nsenter" and spec.provider != "netns":
+        raise ValueError(f"via: nsenter needs provider: netns (provider {spec.provider} reaches nodes over ssh)")
+    out = []
+    for i, node in enumerate(nodes):
+        if spec.provider == "ssh":
+            if node.ssh is None:
+                raise ValueError(f"nodes[{i}].ssh: provider ssh needs the address (and user, key) of every machine")
+            if node.ip is None:
+                address = node.ssh.address
+                try:
+                    node = node.model_copy(update={"ip": ipaddress.IPv4Address(address)})
+                except ValueError:
+                    raise ValueError(
+                        f"nodes[{i}].ip: {address!r} is a name; give the node's lab IP (its advertise address)"
+                    ) from None
+        elif node.ssh is not None:
+            raise ValueError(f"nodes[{i}].ssh: only for provider: ssh")
+        if spec.provider == "vagrant" and node.ip is not None and node.ip not in VAGRANT_RANGE:
+            raise ValueError(
+                f"nodes[{i}].ip: {node.ip} is outside {VAGRANT_RANGE}, the only host-only range VirtualBox "
+                "accepts by default"
+            )
+        out.append(node)
+    if spec.provider == "vagrant" and spec.subnet is not None and not spec.subnet.subnet_of(VAGRANT_RANGE):
+        raise ValueError(
+            f"subnet: {spec.subnet} is outside {VAGRANT_RANGE}, the only host-only range VirtualBox accepts by default"
+        )
+    return out
 
 
 def assign_addresses(nodes: list[NodeSpec], subnet: ipaddress.IPv4Network) -> list[NodeSpec]:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from labctl import agentclient
 from labctl.errors import LabError, UsageError
-from labctl.providers import netlink
+from labctl.providers import netlink, netns_sshd
 from labctl.providers.base import NodeStatus, Progress, Provider, no_progress
 from labctl.registry import lab_runtime_dir
 from labctl.spec import NodeSpec
@@ -161,6 +161,9 @@ class NetnsProvider(Provider):
 
     def agent_pid(self, node: str) -> int | None:
         pid = self._read_pids(node).get("agent")
+        if pid is None and self.spec.agent_via == "ssh":  # started over SSH: its pid file is in the node's /run
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((self.node_run(node) / "labagent.pid").read_text())
         return pid if pid and self._alive(pid, AGENT_MARKER) else None
 
     # ----- lifecycle -------------------------------------------------------------------------------------
@@ -173,6 +176,8 @@ class NetnsProvider(Provider):
             cg = self._cgroup()
             if cg is not None:
                 cg.mkdir(parents=True, exist_ok=True)
+            if spec.agent_via == "ssh":
+                netns_sshd.prepare(self)
             with netlink.Netlink() as nl:
                 nl.create_bridge(bridge_name(spec.name), spec.host_address, spec.subnet.prefixlen,
                                  alias=f"labctl lab {spec.name}")
@@ -187,6 +192,8 @@ class NetnsProvider(Provider):
                     progress(f"node {node.name} {node.ip}")
             for node in spec.nodes:
                 self._power_on(node)
+            if spec.agent_via == "ssh":
+                netns_sshd.push_agents(self, progress=progress)
             self._wait_agents([n.name for n in spec.nodes])
             progress("agents answer /_ping")
         except BaseException:
@@ -229,6 +236,9 @@ class NetnsProvider(Provider):
             raise LabError(f"node {node.name} is halted; start it with 'labctl start {node.name}'")
         cg = self._cgroup(node.name)
         procs = str(cg / "cgroup.procs") if cg is not None else ""
+        if self.spec.agent_via == "ssh":  # the node gets sshd; the agent comes with the push
+            netns_sshd.start_sshd(self, node.name, holder, procs)
+            return
         with contextlib.suppress(FileNotFoundError):
             Path(self.socket_path(node.name)).unlink()
         t = self.spec.timing
@@ -279,6 +289,8 @@ class NetnsProvider(Provider):
             self._start_agent(spec)
         else:
             raise LabError(f"node {node} is already running")
+        if self.spec.agent_via == "ssh":
+            netns_sshd.push_agents(self, [node])
         self._wait_agents([node])
 
     def halt(self, node: str) -> None:
