@@ -112,15 +112,23 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
     ca_timer = loop.call_later(CA_LOAD_DELAY, lambda: loop.run_in_executor(None, load_deferred_cas, ca_contexts))
 
     # The swarm side comes after the socket answers: /_ping first, then resume any swarm membership.
+    from agents.api.forwarding import local_replayer
     from agents.swarmnode import SwarmNode, SwarmTiming
 
     swarm = SwarmNode(cfg.state_dir, cfg.node_name, timing=SwarmTiming.from_env())
+    swarm.forward_to_local_api = local_replayer(cfg.socket_path)  # the leader answers followers' requests
     ctx.swarm = swarm
     await swarm.start()
+    # Managers fetch task logs from the node that ran the task (docs/swarm-design.md, "Task logs").
+    from agents.api.nodelogs import run_node_log_server
+
+    log_server = asyncio.ensure_future(run_node_log_server(ctx))
 
     await stop.wait()
     log.info("received %s: shutting down", received[0] if received else "stop")
     ca_timer.cancel()
+    log_server.cancel()
+    await asyncio.gather(log_server, return_exceptions=True)
     await swarm.stop()
     await server.close()
     log.info("stopped")

@@ -125,6 +125,8 @@ class SwarmNode:
         control_port: int = CONTROL_PORT,
         raft_port: int = RAFT_PORT,
         fsync: bool = True,
+        executor_factory: Callable[[str], Any] | None = None,
+        network_plane: bool = True,
     ) -> None:
         self.state_dir = state_dir
         self.swarm_dir = state_dir / "swarm"
@@ -134,6 +136,11 @@ class SwarmNode:
         self.control_port = control_port
         self.raft_port = raft_port
         self.fsync = fsync
+        self.executor_factory = executor_factory
+        self.network_plane = network_plane
+        """Program the routing mesh (bridges, VXLAN, nftables) in this node's network namespace. In-process
+        tests turn it off: their nodes share the test's namespace, which must be left untouched."""
+        """Builds this node's task executor from its state dir (default: `make_executor`)."""
         self.state: PersistedState | None = None
         self.manager: Manager | None = None
         self.control: ControlPlane | None = None
@@ -145,6 +152,11 @@ class SwarmNode:
         """Called with each assignment message (the worker agent subscribes here)."""
         self.worker: Any = None
         """This node's `agents.worker.agent.Worker` while it is in a swarm (containers, logs for the API)."""
+        self.mesh: Any = None
+        """This node's routing-mesh agent (`agents.mesh.agent.MeshAgent`) while it is in a swarm."""
+        self.forward_to_local_api: Any = None
+        """Replays a follower's forwarded Docker API request on this node's socket (set by the daemon; see
+        `agents.api.forwarding`); given to the control plane's `/v1/forward`."""
 
     # --------------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -182,8 +194,24 @@ class SwarmNode:
                  "addr": st.advertise_ip},
                 self._on_assignments,
             )
+            self._start_mesh()
             self.session.start()
             self._start_worker()
+
+    def _start_mesh(self) -> None:
+        """Every node programs the routing mesh from the ``mesh`` messages of its session."""
+        if self.mesh is not None or self.session is None or self.state is None or not self.network_plane:
+            return
+        from agents.mesh.agent import MeshAgent
+
+        self.mesh = MeshAgent(self.state.node_id, self.state.advertise_ip)
+        self.session.on_mesh = self.mesh.on_message
+
+    async def _stop_mesh(self, *, remove: bool) -> None:
+        mesh, self.mesh = self.mesh, None
+        if mesh is not None:
+            with contextlib.suppress(Exception):
+                await mesh.stop(remove=remove)
 
     def _start_worker(self) -> None:
         """Every node in a swarm (managers too) runs the tasks assigned to it."""
@@ -192,12 +220,20 @@ class SwarmNode:
         from agents.worker.agent import Worker, make_executor
 
         try:
-            worker = Worker(str(self.state_dir), self.session, make_executor(str(self.state_dir)),
+            factory = self.executor_factory or make_executor
+            worker = Worker(str(self.state_dir), self.session, factory(str(self.state_dir)),
                             node_id=self.state.node_id)
         except Exception:
             log.exception("the worker could not start: this node will run no tasks")
             return
         self.worker = worker
+        if self.mesh is not None:
+            from agents.mesh.agent import drain_delay_s
+
+            worker.drain_delay_s = drain_delay_s()
+            net = getattr(worker.executor, "net", None)
+            if net is not None and hasattr(net, "resolv_conf"):
+                net.resolv_conf = self.mesh.resolv_conf
         self.assignment_hooks.append(worker.apply)
         asyncio.get_running_loop().create_task(worker.start(), name="worker-start")
 
@@ -220,6 +256,7 @@ class SwarmNode:
 
     async def _stop_role_watch(self) -> None:
         await self._stop_worker()
+        await self._stop_mesh(remove=False)
         task, self._role_task = self._role_task, None
         if task is not None:
             task.cancel()
@@ -333,7 +370,7 @@ class SwarmNode:
         )
         manager.add_leader_loop(dispatcher)
         await manager.start()
-        control = ControlPlane(manager)
+        control = ControlPlane(manager, forward_to_local_api=self.forward_to_local_api)
         dispatcher.add_routes(control.app)
         try:
             await control.start(st.advertise_ip, self.control_port)
@@ -471,6 +508,7 @@ class SwarmNode:
                 except Exception as e:
                     log.warning("could not leave the raft cleanly: %s", e)
             await self._stop_worker(remove_tasks=True)
+            await self._stop_mesh(remove=True)  # the node leaves: its nft table and VXLAN devices go
             await self._stop_role_watch()
             await self._stop_manager()
             self._reset_disk()
@@ -498,10 +536,12 @@ class SwarmNode:
             "NodeID": st.node_id,
             "NodeAddr": st.advertise_ip,
             "LocalNodeState": "active",
-            "ControlAvailable": st.role == "manager",
+            "ControlAvailable": st.role == "manager" and self.manager is not None,
             "Error": self.error,
             "RemoteManagers": [{"NodeID": "", "Addr": a} for a in st.managers],
         }
+        if self.mesh is not None:
+            out["RoutingMesh"] = self.mesh.info()
         m = self.manager
         if m is not None and m.store.list(Cluster):
             nodes = m.store.list(Node)
@@ -511,15 +551,9 @@ class SwarmNode:
             ]
             out["Nodes"] = len(nodes)
             out["Managers"] = len(mgrs)
-            cluster = cluster_of(m.store)
-            out["Cluster"] = {
-                "ID": cluster.id,
-                "Version": {"Index": cluster.meta.version},
-                "DefaultAddrPool": ["10.0.0.0/8"],
-                "SubnetSize": 24,
-                "DataPathPort": 4789,
-                "RootRotationInProgress": False,
-            }
+            from agents.api.convert import cluster_info_json  # the API's JSON shape; no key material
+
+            out["Cluster"] = cluster_info_json(cluster_of(m.store))
         return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from labctl import registry, remotenet
+from labctl import registry, remotenet, swarmform
 from labctl.errors import LabError
 from labctl.providers import netlink
 from labctl.providers.base import Progress, Provider, no_progress
@@ -64,7 +64,13 @@ def up(spec: LabSpec, progress: Progress = no_progress) -> tuple[LabRecord, bool
             registry.claim_owner(spec.name)
             record = LabRecord(resolved, "creating")
             registry.save(record)
-            _provider(record).create(progress)
+            provider = _provider(record)
+            provider.create(progress)
+        try:
+            swarmform.form(provider, progress)
+        except BaseException:
+            provider.destroy()  # a lab whose swarm could not form is removed whole, like a failed build
+            raise
         record.status = "up"
         registry.save(record)
         return record, True

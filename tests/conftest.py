@@ -6,8 +6,14 @@ Tests marked `netns` need root, iproute2 and nftables; they are skipped with the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +40,76 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "netns" in item.keywords:
             item.add_marker(skip)
+
+
+# ------------------------------------------------------------------------------------------ leak guard
+LEAKY_LINK = re.compile(r"^(tn[a-z0-9]{6,}|vxm\d+|tasks0|v[0-9a-f]{13}|lcbr-[0-9a-f]{8}|lcv[0-9a-f]{8})$")
+
+
+def host_leftovers() -> list[str]:
+    """What labs, tasks and the mesh may never leave in the host's own namespaces after the suite."""
+    found: list[str] = []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    for line in links.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if LEAKY_LINK.match(name):
+            found.append(f"link {name}")
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("lc-")]
+    if shutil.which("nft"):
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        found += [f"nft {line}" for line in tables.splitlines() if "labctl" in line]
+    for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
+        for name in ("tasks", "labctl"):
+            if (root / name).is_dir() and (root / "cgroup.procs").exists():
+                found.append(f"cgroup {root / name}")
+    if Path("/run/labctl").exists():
+        found.append("dir /run/labctl")
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"executor/shim.py" in cmd or (b"labagent" in cmd and b"--node-name" in cmd):
+            found.append(f"process {proc.name}: {cmd[:80].decode(errors='replace')}")
+    return found
+
+
+def clean_host(found: list[str]) -> None:
+    """Remove leftovers so one leaky run does not poison the next (the run still fails)."""
+    for item in found:
+        kind, _, rest = item.partition(" ")
+        if kind == "process":
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(rest.split(":")[0]), signal.SIGKILL)
+    for item in found:
+        kind, _, rest = item.partition(" ")
+        if kind == "link":
+            subprocess.run(["ip", "link", "del", rest], capture_output=True)
+        elif kind == "netns":
+            subprocess.run(["ip", "netns", "del", rest], capture_output=True)
+        elif kind == "nft":
+            subprocess.run(["nft", "delete", *rest.split()], capture_output=True)
+        elif kind == "cgroup":
+            for d in sorted(Path(rest).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                if d.is_dir():
+                    with contextlib.suppress(OSError):
+                        (d / "cgroup.kill").write_text("1")
+                        d.rmdir()
+            with contextlib.suppress(OSError):
+                Path(rest).rmdir()
+        elif kind == "dir":
+            shutil.rmtree(rest, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or netns_unavailable_reason() is not None:
+        return  # the controller checks once, after every worker is done
+    found = host_leftovers()
+    if found:
+        sys.stderr.write("\nLEAK: the test suite left these on the host:\n  " + "\n  ".join(found) + "\n")
+        clean_host(found)
+        session.exitstatus = 1

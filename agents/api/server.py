@@ -24,7 +24,18 @@ from agents.context import NodeContext
 
 log = logging.getLogger("labagent.api")
 
-AREAS: tuple[str, ...] = ("agents.api.system",)
+AREAS: tuple[str, ...] = (
+    "agents.api.system",
+    "agents.api.swarm",
+    "agents.api.nodes",
+    "agents.api.secrets",
+    "agents.api.networks",
+    "agents.api.services",
+    "agents.api.tasks",
+    "agents.api.logs",
+    "agents.api.containers",
+    "agents.api.images",
+)
 """Modules (each with a module-level ``routes: RouteTable``) served by default, in order."""
 
 VERSION_PREFIX = "/v{version:[0-9.]+}"

@@ -423,7 +423,7 @@ class NetnsProvider(Provider):
             attempt(f"power off {node.name}", lambda n=node.name: self._kill_cgroup(n))
             cg = self._cgroup(node.name)
             if cg is not None:
-                attempt(f"cgroup {node.name}", lambda c=cg: c.rmdir() if c.exists() else None)
+                attempt(f"cgroup {node.name}", lambda c=cg: rmdir_cgroup_tree(c))
         cg = self._cgroup()
         if cg is not None:
             attempt("cgroup", lambda: cg.rmdir() if cg.exists() else None)
@@ -454,6 +454,17 @@ def _is_leader(swarm: dict[str, object]) -> bool | None:
     if isinstance(cluster, dict) and "Leader" in cluster:
         return bool(cluster["Leader"])
     return None
+
+
+def rmdir_cgroup_tree(path: Path) -> None:
+    """Remove a cgroup and the ones below it (a node's tasks get their own), deepest first.
+
+    Only empty cgroups can be removed, so this runs after `cgroup.kill` has emptied the tree."""
+    if not path.is_dir():
+        return
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        child.rmdir()
+    path.rmdir()
 
 
 def _rmdir_if_empty(path: Path) -> None:

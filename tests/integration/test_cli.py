@@ -87,8 +87,9 @@ def test_cli_lifecycle_with_the_real_docker_cli(cli: Cli, lab_spec: tuple[str, P
     doc = json.loads(cli("status", "--json").stdout)
     assert doc["lab"] == name
     assert [(n["name"], n["role"], n["state"], n["swarm"]) for n in doc["nodes"]] == [
-        ("manager1", "manager", "running", "inactive"), ("worker1", "worker", "running", "inactive"),
+        ("manager1", "manager", "running", "active"), ("worker1", "worker", "running", "active"),
     ]
+    assert [n["leader"] for n in doc["nodes"]] == [True, False]
     assert {"name", "role", "ip", "state", "swarm"} <= set(doc["nodes"][0])
     table = cli("status", "--lab", name).stdout
     assert "manager1" in table and "running" in table
@@ -103,8 +104,12 @@ def test_cli_lifecycle_with_the_real_docker_cli(cli: Cli, lab_spec: tuple[str, P
         assert "API version:      1.45" in version.stdout
         info = cli("exec", "manager1", "--", "docker", "info")
         assert "Name: manager1" in info.stdout
-        assert "Swarm: inactive" in info.stdout
+        assert "Swarm: active" in info.stdout and "Is Manager: true" in info.stdout
         assert "Docker Root Dir: /var/lib/docker" in info.stdout
+        nodes = cli("exec", "manager1", "--", "docker", "node", "ls").stdout
+        assert "manager1" in nodes and "Leader" in nodes and "worker1" in nodes
+        refused = cli("exec", "worker1", "--", "docker", "node", "ls", check=False)
+        assert refused.returncode == 1 and "This node is not a swarm manager" in refused.stderr
 
     assert cli("exec", "worker1", "--", "hostname").stdout.strip() == "worker1"
     assert cli("exec", "worker1", "--", "sh", "-c", "exit 7", check=False).returncode == 7
@@ -117,7 +122,10 @@ def test_cli_lifecycle_with_the_real_docker_cli(cli: Cli, lab_spec: tuple[str, P
     cli("kill", "manager1")
     assert json.loads(cli("status", "--json").stdout)["nodes"][0]["state"] == "stopped"
     cli("start", "manager1")
-    assert [n["state"] for n in json.loads(cli("status", "--json").stdout)["nodes"]] == ["running", "running"]
+    deadline = __import__("time").monotonic() + 30
+    while [n["swarm"] for n in json.loads(cli("status", "--json").stdout)["nodes"]] != ["active", "active"]:
+        assert __import__("time").monotonic() < deadline, "the restarted manager did not resume its swarm"
+        __import__("time").sleep(0.2)
 
     assert "partitioned" in cli("partition", "manager1", "worker1").stdout
     res = cli("partition", "manager1", check=False)

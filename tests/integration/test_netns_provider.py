@@ -25,6 +25,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
 def lab(home: Path) -> Iterator[LabHandle]:
     handle = LabHandle({
         "name": unique_lab("life"),
+        "swarm": "bare",  # provider mechanics only; swarm formation is tested in test_cli
         "nodes": [
             {"name": "manager1", "role": "manager"},
             {"name": "worker1", "role": "worker"},
@@ -133,8 +134,8 @@ def test_second_up_is_a_no_op(lab: LabHandle) -> None:
 
 
 def test_two_labs_side_by_side(home: Path) -> None:
-    a = LabHandle({"name": unique_lab("a"), "managers": 1, "workers": 1})
-    b = LabHandle({"name": unique_lab("b"), "managers": 1, "workers": 1})
+    a = LabHandle({"name": unique_lab("a"), "managers": 1, "workers": 1, "swarm": "bare"})
+    b = LabHandle({"name": unique_lab("b"), "managers": 1, "workers": 1, "swarm": "bare"})
     try:
         ra, rb = a.up(), b.up()
         assert ra.spec.subnet != rb.spec.subnet
@@ -142,7 +143,7 @@ def test_two_labs_side_by_side(home: Path) -> None:
         assert a.provider.socket_path("manager1") != b.provider.socket_path("manager1")
         assert a.run("manager1", "hostname").stdout.strip() == "manager1"
         # A lab may not take another lab's subnet.
-        c = LabHandle({"name": unique_lab("c"), "subnet": str(ra.spec.subnet), "managers": 1})
+        c = LabHandle({"name": unique_lab("c"), "subnet": str(ra.spec.subnet), "managers": 1, "swarm": "bare"})
         with pytest.raises(LabError, match="overlaps an existing route"):
             c.up()
         assert leftovers(c.spec.name, c.nodes) == []
@@ -157,7 +158,7 @@ def test_two_labs_side_by_side(home: Path) -> None:
 def test_failed_up_leaves_nothing(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netns_provider, "agent_command", lambda: ["false"])
     monkeypatch.setattr(netns_provider, "AGENT_READY_TIMEOUT", 1.0)
-    bad = LabHandle({"name": unique_lab("fail"), "managers": 1, "workers": 1})
+    bad = LabHandle({"name": unique_lab("fail"), "managers": 1, "workers": 1, "swarm": "bare"})
     with pytest.raises(LabError, match="did not answer"):
         bad.up()
     assert leftovers(bad.spec.name, bad.nodes) == []

@@ -1,0 +1,376 @@
+"""Container endpoints of one node: ``docker ps``, ``inspect``, ``rm -f``, ``logs`` and ``docker run -d``.
+
+A node's "containers" are what its worker runs (``SwarmNode.worker``, ``agents.worker.agent.Worker``):
+the swarm tasks assigned here, named ``<service>.<slot>.<task id>`` with Docker's ``com.docker.swarm.*``
+labels. The worker provides ``containers(all)`` (Docker's summaries), ``find(ref)``,
+``logs(ref, ...)``, ``kill(ref)`` and ``remove_container(ref, force)``. ``docker rm -f`` on a task's
+container kills it: the worker reports the task failed (exit 137) and the swarm replaces it, as Docker
+does. Standalone ``docker run`` needs ``Worker.run_standalone(config)``, which the worker does not
+offer yet: creating a container answers 501 with that reason (after the usual image pull dance).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from agents.api import namesgen
+from agents.api.convert import go_time
+from agents.api.errors import ApiError, Conflict, InvalidParameter, NotFound, NotImplementedYet
+from agents.api.httputil import json_response, query_bool, query_filters, query_int, read_json_object
+from agents.api.images import _pulled, resolve_image
+from agents.api.logstream import LogOptions, node_worker, render, start_stream, worker_entries
+from agents.api.routing import RouteTable
+from agents.api.server import node_context
+from agents.worker.images import catalog
+
+routes = RouteTable("containers")
+
+CONTAINER_FILTERS = ("label", "name", "status", "id")
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+NO_WORKER_MSG = "running containers needs this node's worker, which is not available on this node yet"
+
+
+# --------------------------------------------------------------------------------------- adapters
+
+
+def _worker(request: web.Request) -> Any:
+    return node_worker(node_context(request))
+
+
+def containers_of(request: web.Request) -> list[Any]:
+    """The worker's container handles (all states), for lookups by name."""
+    fn = getattr(_worker(request), "_containers", None)
+    return list(fn()) if callable(fn) else []
+
+
+def _task(c: Any) -> Any:
+    return getattr(c, "task", None)
+
+
+def container_name(c: Any) -> str:
+    name = getattr(c, "name", "") or ""
+    if not name:
+        task = _task(c)
+        name = str(getattr(getattr(task, "annotations", None), "name", "")) if task is not None else ""
+    return str(name or str(getattr(c, "id", ""))[:12])
+
+
+def _image(c: Any) -> str:
+    image = str(getattr(c, "image", "") or "")
+    return image.split("@", 1)[0] if "@" in image else image
+
+
+def container_labels(c: Any) -> dict[str, str]:
+    labels: dict[str, str] = dict(getattr(c, "labels", None) or {})
+    task = _task(c)
+    if task is not None and getattr(task, "service_id", None):
+        labels.update(task.spec.container.labels)
+        labels.update(
+            {
+                "com.docker.swarm.node.id": task.node_id,
+                "com.docker.swarm.service.id": task.service_id,
+                "com.docker.swarm.service.name": task.service_annotations.name,
+                "com.docker.swarm.task": "",
+                "com.docker.swarm.task.id": task.id,
+                "com.docker.swarm.task.name": task.annotations.name,
+            }
+        )
+    return labels
+
+
+def human_duration(seconds: float) -> str:
+    """go-units ``HumanDuration``, what ``docker ps`` prints after "Up"."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _state(c: Any) -> str:
+    return str(getattr(c, "state", "created") or "created")
+
+
+def status_text(c: Any, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    state = _state(c)
+    if state == "running":
+        return f"Up {human_duration(now - float(getattr(c, 'started_at', 0) or now))}"
+    if state == "exited":
+        code = getattr(c, "exit_code", 0) or 0
+        return f"Exited ({code}) {human_duration(now - float(getattr(c, 'finished_at', 0) or now))} ago"
+    return "Created"
+
+
+def _command(c: Any) -> str:
+    argv = [str(a) for a in (getattr(c, "argv", None) or [])]
+    return " ".join(argv)
+
+
+def _ports(c: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for b in getattr(c, "port_bindings", None) or []:
+        if isinstance(b, dict):
+            out.append(
+                {
+                    "IP": b.get("HostIp") or "0.0.0.0",
+                    "PrivatePort": int(b.get("PrivatePort", 0)),
+                    "PublicPort": int(b.get("HostPort", 0)),
+                    "Type": b.get("Type", "tcp"),
+                }
+            )
+    if not out:
+        try:
+            spec = catalog.resolve(str(getattr(c, "image", "")))
+        except catalog.ImageError:
+            return out
+        for p in spec.exposed_ports:
+            port, _, proto = p.partition("/")
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return out
+
+
+def container_summary(c: Any) -> dict[str, Any]:
+    """A ContainerSummary (``GET /containers/json``)."""
+    image = _image(c)
+    try:
+        image_id = catalog.image_id(catalog.resolve(image))
+    except catalog.ImageError:
+        image_id = ""
+    task = _task(c)
+    networks: dict[str, Any] = {"ingress": {}} if task is not None and getattr(task, "networks", None) else {"bridge": {}}
+    return {
+        "Id": str(getattr(c, "id", "")),
+        "Names": ["/" + container_name(c)],
+        "Image": image,
+        "ImageID": image_id,
+        "Command": _command(c),
+        "Created": int(float(getattr(c, "created", 0) or 0)),
+        "Ports": _ports(c),
+        "Labels": container_labels(c),
+        "State": _state(c),
+        "Status": status_text(c),
+        "HostConfig": {"NetworkMode": "default"},
+        "NetworkSettings": {"Networks": networks},
+        "Mounts": [],
+    }
+
+
+def find_container(request: web.Request, ref: str) -> Any:
+    """By full id, name (``/name`` too), task id or unique id prefix; 404 "No such container"."""
+    find = getattr(_worker(request), "find", None)
+    if callable(find):
+        try:
+            return find(ref)
+        except LookupError:
+            pass
+    raise NotFound(f"No such container: {ref}")
+
+
+def _matches(summary: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    name = summary["Names"][0].removeprefix("/") if summary.get("Names") else ""
+    if "status" in filters and summary.get("State") not in filters["status"]:
+        return False
+    if "name" in filters and not any(re.search(v, name) for v in filters["name"]):
+        return False
+    if "id" in filters and not any(str(summary.get("Id", "")).startswith(v) for v in filters["id"]):
+        return False
+    if "label" in filters:
+        labels = summary.get("Labels") or {}
+        for item in filters["label"]:
+            key, sep, value = item.partition("=")
+            if key not in labels or (sep and labels[key] != value):
+                return False
+    return True
+
+
+def _summaries(request: web.Request, show_all: bool) -> list[dict[str, Any]]:
+    fn = getattr(_worker(request), "containers", None)
+    if not callable(fn):
+        return []
+    out = []
+    for summary in fn(all=show_all):
+        item = dict(summary)
+        if not item.get("ImageID"):
+            try:
+                item["ImageID"] = catalog.image_id(catalog.resolve(str(item.get("Image", ""))))
+            except catalog.ImageError:
+                pass
+        out.append(item)
+    return out
+
+
+@routes.get("/containers/json")
+async def list_containers(request: web.Request) -> web.StreamResponse:
+    filters = query_filters(request)
+    for name in filters:
+        if name not in CONTAINER_FILTERS:
+            raise InvalidParameter(f"invalid filter '{name}'")
+    for s in filters.get("status", []):
+        if s not in STATUSES:
+            raise InvalidParameter(f"invalid filter 'status={s}'")
+    show_all = query_bool(request, "all") or "status" in filters
+    limit = query_int(request, "limit", -1)
+    items = [c for c in _summaries(request, show_all) if _matches(c, filters)]
+    items.sort(key=lambda c: int(c.get("Created", 0)), reverse=True)
+    if limit > 0:
+        items = items[:limit]
+    return json_response(items)
+
+
+@routes.get("/containers/{id}/json")
+async def inspect_container(request: web.Request) -> web.StreamResponse:
+    c = find_container(request, request.match_info["id"])
+    argv = [str(a) for a in (getattr(c, "argv", None) or [])]
+    state = _state(c)
+    task = _task(c)
+    env = list(task.spec.container.env) if task is not None else list(getattr(c, "env", None) or [])
+    return json_response(
+        {
+            "Id": str(getattr(c, "id", "")),
+            "Created": go_time(float(getattr(c, "created", 0) or 0)),
+            "Path": argv[0] if argv else "",
+            "Args": argv[1:],
+            "State": {
+                "Status": state,
+                "Running": state == "running",
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": False,
+                "Dead": False,
+                "Pid": int(getattr(c, "pid", 0) or 0) if state == "running" else 0,
+                "ExitCode": int(getattr(c, "exit_code", 0) or 0),
+                "Error": str(getattr(c, "error", "") or ""),
+                "StartedAt": go_time(float(getattr(c, "started_at", 0) or 0)),
+                "FinishedAt": go_time(float(getattr(c, "finished_at", 0) or 0)),
+            },
+            "Image": container_summary(c)["ImageID"],
+            "Name": "/" + container_name(c),
+            "RestartCount": 0,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "HostConfig": {"NetworkMode": "default", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}},
+            "Config": {
+                "Hostname": str(getattr(c, "hostname", "") or "")[:12] or str(getattr(c, "id", ""))[:12],
+                "Env": env,
+                "Cmd": argv or None,
+                "Image": str(getattr(c, "image", "")),
+                "Labels": container_labels(c),
+                "Tty": False,
+                "OpenStdin": False,
+            },
+            "NetworkSettings": {
+                "Networks": {},
+                "IPAddress": next(iter(getattr(c, "addresses", None) or []), ""),
+            },
+            "Mounts": [],
+        }
+    )
+
+
+@routes.delete("/containers/{id}")
+async def remove_container(request: web.Request) -> web.StreamResponse:
+    ref = request.match_info["id"]
+    c = find_container(request, ref)
+    remove = getattr(_worker(request), "remove_container", None)
+    if not callable(remove):
+        raise NotImplementedYet(NO_WORKER_MSG)
+    try:
+        result = remove(str(getattr(c, "id", ref)), force=query_bool(request, "force"))
+        if inspect.isawaitable(result):
+            await result
+    except LookupError:
+        raise NotFound(f"No such container: {ref}") from None
+    except RuntimeError as exc:
+        raise Conflict(str(exc)) from None
+    return web.Response(status=204)
+
+
+@routes.get("/containers/{id}/logs")
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    c = find_container(request, request.match_info["id"])
+    opts = LogOptions.from_request(request)
+    task = _task(c)
+    key = str(task.id) if task is not None and getattr(task, "id", None) else str(getattr(c, "id", ""))
+    resp = await start_stream(request)
+    try:
+        async for e in worker_entries(_worker(request), key, opts):
+            await resp.write(render(e, opts, container_labels(c) if opts.details else None))
+    except ConnectionResetError:
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+# ---------------------------------------------------------------------------- standalone docker run
+
+_created: dict[str, dict[str, dict[str, Any]]] = {}
+"""engine id -> container id -> config of containers created but not started yet."""
+
+
+@routes.post("/containers/create")
+async def create_container(request: web.Request) -> web.StreamResponse:
+    config = await read_json_object(request)
+    image = config.get("Image")
+    if not isinstance(image, str) or not image:
+        raise InvalidParameter("config cannot be empty in order to create a container")
+    spec = resolve_image(image)
+    ctx = node_context(request)
+    if spec.ref not in _pulled.get(ctx.engine_id, {}):
+        raise NotFound(f"No such image: {spec.ref}")  # the CLI then pulls it and retries
+    if not callable(getattr(ctx.worker, "run_standalone", None)):
+        raise NotImplementedYet(NO_WORKER_MSG)
+    name = request.query.get("name", "").removeprefix("/")
+    taken = {container_name(c) for c in containers_of(request)}
+    if name and name in taken:
+        raise Conflict(f'Conflict. The container name "/{name}" is already in use.')
+    cid = secrets.token_hex(32)
+    pending = _created.setdefault(ctx.engine_id, {})
+    pending[cid] = {**config, "Id": cid, "Name": name or namesgen.unique_name(lambda n: n in taken)}
+    return json_response({"Id": cid, "Warnings": []}, status=201)
+
+
+@routes.post("/containers/{id}/start")
+async def start_container(request: web.Request) -> web.StreamResponse:
+    ctx = node_context(request)
+    ref = request.match_info["id"]
+    pending = _created.get(ctx.engine_id, {})
+    cid = next((k for k in pending if k.startswith(ref) or str(pending[k]["Name"]) == ref), None)
+    if cid is None:
+        c = find_container(request, ref)
+        if _state(c) == "running":
+            return web.Response(status=304)
+        raise NotImplementedYet("restarting a stopped container is not supported")
+    config = pending.pop(cid)
+    try:
+        result = ctx.worker.run_standalone(config)
+        if inspect.isawaitable(result):
+            await result
+    except (ValueError, OSError) as exc:
+        raise ApiError(500, f"failed to start container {cid[:12]}: {exc}") from None
+    return web.Response(status=204)
