@@ -20,6 +20,7 @@ from agents.manager.membership import cluster_of
 from agents.manager.tokens import JoinTokens
 from agents.state.objects import Network, Node, Secret, SecretSpec
 from agents.swarmnode import SwarmNode, SwarmTiming
+from tests.unit.agent.fakeexec import FakeExecutor
 
 TIMING = SwarmTiming(tick_interval=0.05, election_ticks=10, heartbeat_period_s=0.2)
 
@@ -50,7 +51,9 @@ class Lab:
         return f"{self.net}.{i}"
 
     def node(self, name: str, state_dir: Path | None = None) -> SwarmNode:
-        n = SwarmNode(state_dir or self.root / name, name, timing=TIMING, fsync=False)
+        # In-process nodes share the test's network namespace: no task networking, no mesh, no real tasks.
+        n = SwarmNode(state_dir or self.root / name, name, timing=TIMING, fsync=False,
+                      executor_factory=lambda _d: FakeExecutor(), network_plane=False)
         self.nodes[name] = n
         return n
 
