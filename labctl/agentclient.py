@@ -60,6 +60,20 @@ def info(socket_path: str, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
+def leader_hostname(socket_path: str, timeout: float = 2.0) -> str | None:
+    """The hostname of the swarm's leader, as a manager's GET /nodes reports it (None if unknown)."""
+    try:
+        status, body = request(socket_path, "GET", '/v1.45/nodes?filters={"role":["manager"]}', timeout)
+        if status != 200:
+            return None
+        for node in json.loads(body):
+            if (node.get("ManagerStatus") or {}).get("Leader"):
+                return str((node.get("Description") or {}).get("Hostname") or "") or None
+    except (OSError, http.client.HTTPException, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def wait_ping(socket_paths: list[str], timeout: float, interval: float = 0.02) -> list[str]:
     """Poll until every socket answers /_ping; returns those still silent at the deadline."""
     pending = list(socket_paths)

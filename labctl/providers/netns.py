@@ -389,9 +389,9 @@ class NetnsProvider(Provider):
                 "--", "env", "DOCKER_HOST=unix:///run/docker.sock", f"PS1={node}$ ", *command]
 
     def status(self) -> list[NodeStatus]:
-        out = []
+        rows: list[tuple[NodeSpec, str, str, str, bool]] = []
         for node in self.spec.nodes:
-            swarm, leader, node_id = "-", None, ""
+            swarm, node_id, manager = "-", "", False
             if self.holder_pid(node.name) is None:
                 state = "halted"
             elif self.agent_pid(node.name) is None:
@@ -405,9 +405,19 @@ class NetnsProvider(Provider):
                     sw = info.get("Swarm") or {}
                     swarm = str(sw.get("LocalNodeState") or "inactive")
                     node_id = str(sw.get("NodeID") or "")
-                    leader = _is_leader(sw)
-            out.append(NodeStatus(node.name, node.role, str(node.ip), state, swarm, leader, node_id))
-        return out
+                    manager = bool(sw.get("ControlAvailable"))
+            rows.append((node, state, swarm, node_id, manager))
+        leader = None
+        for node, state, _swarm, _id, manager in rows:
+            if manager and state == "running":
+                leader = agentclient.leader_hostname(self.socket_path(node.name), timeout=1.0)
+                if leader:
+                    break
+        return [
+            NodeStatus(node.name, node.role, str(node.ip), state, swarm,
+                       (node.name == leader) if swarm == "active" else None, node_id)
+            for node, state, swarm, node_id, _m in rows
+        ]
 
     # ----- teardown --------------------------------------------------------------------------------------
     def destroy(self, progress: Progress = no_progress) -> list[str]:
@@ -445,15 +455,6 @@ class NetnsProvider(Provider):
     def _drop_nft_table(self) -> None:
         table = nft_table(self.spec.name)
         _nft(f"table bridge {table}\ndelete table bridge {table}\n")
-
-
-def _is_leader(swarm: dict[str, object]) -> bool | None:
-    if not swarm.get("ControlAvailable"):
-        return None
-    cluster = swarm.get("Cluster")
-    if isinstance(cluster, dict) and "Leader" in cluster:
-        return bool(cluster["Leader"])
-    return None
 
 
 def rmdir_cgroup_tree(path: Path) -> None:
