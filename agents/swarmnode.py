@@ -75,6 +75,13 @@ class PersistedState:
     cluster_id: str
     advertise_ip: str
     managers: list[str] = field(default_factory=list)  # control addresses ("ip:2377") last known
+    raft_peers: dict[str, list[Any]] = field(default_factory=dict)
+    """Raft id -> [ip, port] of the managers last known. Raft's log carries the addresses of members that
+    joined, but not of the first manager (it bootstrapped the cluster), so a restarting manager needs this
+    to reach it."""
+
+    def peers(self) -> dict[int, tuple[str, int]]:
+        return {int(k): (str(v[0]), int(v[1])) for k, v in self.raft_peers.items()}
 
     def save(self, swarm_dir: Path) -> None:
         swarm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -278,6 +285,18 @@ class SwarmNode:
             except Exception as e:  # managers unreachable, election under way: try again next period
                 log.debug("role check failed: %s", e)
 
+    def _known_raft_peers(self) -> dict[str, list[Any]]:
+        """Raft addresses of the managers in the store (as persisted in `PersistedState.raft_peers`)."""
+        st = self.state
+        if self.manager is None or st is None:
+            return st.raft_peers if st is not None else {}
+        out: dict[str, list[Any]] = {}
+        for n in managers(self.manager.store):
+            ms = n.manager_status
+            if ms is not None and ms.raft_id:
+                out[str(ms.raft_id)] = [ms.addr.rsplit(":", 1)[0], self.raft_port]
+        return out or st.raft_peers
+
     def _client_tls(self) -> Any:
         return ca.client_context(ca.NodeCredentials.load(self.state_dir), ca.RootCA.load(self.state_dir).cert_pem)
 
@@ -298,8 +317,10 @@ class SwarmNode:
         tls = self._client_tls()
         info: dict[str, Any] | None = None
         candidates = self._other_managers()
-        if self.manager is not None and candidates and candidates != st.managers:
+        peers = self._known_raft_peers()
+        if self.manager is not None and candidates and (candidates != st.managers or peers != st.raft_peers):
             st.managers = candidates  # remember who the managers are, for restarts and demotion
+            st.raft_peers = peers
             st.save(self.swarm_dir)
         answered = ""
         for addr in candidates:
@@ -358,7 +379,7 @@ class SwarmNode:
         config = ManagerConfig(
             state_dir=self.swarm_dir, node_id=st.node_id, raft_id=st.raft_id, advertise_ip=st.advertise_ip,
             creds=creds, root_ca_pem=root_pem,
-            raft_peers=raft_peers or {st.raft_id: (st.advertise_ip, self.raft_port)},
+            raft_peers={**st.peers(), **(raft_peers or {}), st.raft_id: (st.advertise_ip, self.raft_port)},
             join=join, force_new_cluster=force_new_cluster, raft_port=self.raft_port,
             tick_interval=self.timing.tick_interval, election_ticks=self.timing.election_ticks,
             fsync=self.fsync, dek=dek,
@@ -477,6 +498,8 @@ class SwarmNode:
                 str(welcome["node_id"]), int(welcome["raft_id"]), role, str(welcome["cluster_id"]), advertise_ip,
                 [str(m["control"]) for m in welcome.get("managers", [])],
             )
+            self.state.save(self.swarm_dir)
+            self.state.raft_peers = {str(k): list(v) for k, v in _raft_peers(welcome.get("managers", [])).items()}
             self.state.save(self.swarm_dir)
             if role == "manager":
                 peers = _raft_peers(welcome.get("managers", []))

@@ -123,6 +123,11 @@ def main() -> int:
         alive = [m for m in managers if provider.agent_pid(m) is not None]
         worker_s = worker_trial(provider, alive[0])
         print(f"worker halt: {worker_s:.2f}s", file=sys.stderr)
+    except BaseException:
+        for log in sorted(Path(home).glob("labs/*/nodes/*/disk/labagent.log")):
+            print(f"--- {log}", file=sys.stderr)
+            print("".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:]), file=sys.stderr)
+        raise
     finally:
         if spec.name in registry.names():
             lifecycle.down(spec.name)

@@ -42,7 +42,24 @@ def run_checks() -> list[Check]:
     checks.append(_netns_check())
     checks.append(_nft_check())
     checks.append(_cgroup_check())
+    checks.append(_mesh_check())
     return checks
+
+
+def _mesh_check() -> Check:
+    """Which routing mesh the agents will use: nftables (kernel NAT) or the userspace TCP proxy."""
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        return Check("routing mesh", True, "userspace-proxy (nftables unusable: needs root and nft)",
+                     "run as root with nftables for the kernel mesh", required=False)
+    table = f"labctl-doctor-{uuid.uuid4().hex[:6]}"
+    script = (f"add table ip {table}\nadd chain ip {table} p {{ type nat hook prerouting priority -100; }}\n"
+              f"add rule ip {table} p tcp dport 1 dnat ip to numgen inc mod 1 map {{ 0 : 127.0.0.1 }}\n"
+              f"delete table ip {table}\n")
+    res = subprocess.run(["nft", "-f", "-"], input=script, text=True, capture_output=True)
+    if res.returncode == 0:
+        return Check("routing mesh", True, "nftables (numgen DNAT, VXLAN overlay)", required=False)
+    return Check("routing mesh", True, "userspace-proxy (nft NAT failed: " + res.stderr.strip()[:80] + ")",
+                 "a kernel with nf_tables nat", required=False)
 
 
 def _netns_check() -> Check:

@@ -105,10 +105,24 @@ def clean_host(found: list[str]) -> None:
             shutil.rmtree(rest, ignore_errors=True)
 
 
+_BEFORE: set[str] = set()
+
+
+def _leftover_key(item: str) -> str:
+    return item.split(":")[0]  # a process is known by its pid
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remember what was already there (a teacher's running lab), so only what this run left is judged."""
+    if hasattr(session.config, "workerinput") or netns_unavailable_reason() is not None:
+        return
+    _BEFORE.update(_leftover_key(i) for i in host_leftovers())
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput") or netns_unavailable_reason() is not None:
         return  # the controller checks once, after every worker is done
-    found = host_leftovers()
+    found = [i for i in host_leftovers() if _leftover_key(i) not in _BEFORE]
     if found:
         sys.stderr.write("\nLEAK: the test suite left these on the host:\n  " + "\n  ".join(found) + "\n")
         clean_host(found)

@@ -32,6 +32,9 @@ manager -> node
 * ``{"type": "status_ack", "seq", "accepted", "dropped"}`` — the status batch was validated and queued.
 * ``{"type": "redirect", "leader": addr | null, "message"}`` — this manager is not (or no longer) the
   leader's dispatcher; reconnect to ``leader`` (or to another manager when null). Then the socket closes.
+* ``{"type": "mesh", "full": bool, "services": [...], "removed": [service id], "networks": [...],
+  "nodes": [...]}`` — the routing-mesh table (`agents.mesh.table`): ``full`` once per session after the
+  first assignments, then deltas at most every ~20 ms while services, tasks, networks or nodes change.
 * ``{"type": "error", "message"}`` — fatal for the session (node unknown, session replaced, too slow...);
   the socket closes and the node reconnects with backoff.
 
@@ -67,15 +70,18 @@ from aiohttp import WSMsgType, web
 
 from agents.manager.ca import PermissionDeniedError, Role, RootCA, identity_of, peer_certificate, verify_chain
 from agents.manager.loop import Committer, ControlLoop
+from agents.mesh.publisher import MeshPublisher
 from agents.state.errors import StoreError
 from agents.state.objects import (
     SECOND,
     Cluster,
     ContainerStatus,
+    Network,
     Node,
     NodeDescription,
     NodeState,
     Secret,
+    Service,
     Task,
     TaskState,
     TaskStatus,
@@ -412,6 +418,8 @@ class Dispatcher(ControlLoop):
         self._unsubscribe: Callable[[], None] | None = None
         self._managers: list[dict[str, Any]] = []
         self._rng = random.Random()
+        self.mesh = MeshPublisher(store, self._broadcast_mesh)
+        """Routing-mesh table pushed to every node (issue 7)."""
 
     # ----------------------------------------------------------------------------------------- config
 
@@ -471,8 +479,9 @@ class Dispatcher(ControlLoop):
         """Leader start: mark nodes unknown, then batch updates until stopped."""
         self._ready.clear()
         self._unsubscribe = self.store.subscribe(
-            self._on_events, kinds=(Task, Secret, Node, Cluster), on_reset=self._on_reset
+            self._on_events, kinds=(Task, Secret, Node, Cluster, Service, Network), on_reset=self._on_reset
         )
+        self.mesh.reset()
         try:
             await self._mark_nodes_unknown()
             self._managers = self._compute_managers()
@@ -489,6 +498,7 @@ class Dispatcher(ControlLoop):
     async def stop(self) -> None:
         """Leadership lost (or shutdown): close every session, forget heartbeats, flush what is queued."""
         await super().stop()
+        self.mesh.reset()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -672,8 +682,13 @@ class Dispatcher(ControlLoop):
 
     # ------------------------------------------------------------------------------------ store events
 
+    def _broadcast_mesh(self, msg: dict[str, Any]) -> None:
+        for s in list(self._sessions.values()):
+            s.send(msg)
+
     def _on_events(self, events: list[Event]) -> None:
         sessions = self._sessions
+        self.mesh.on_events(e.kind for e in events)
         managers_dirty = False
         for e in events:
             kind = e.kind
@@ -713,6 +728,7 @@ class Dispatcher(ControlLoop):
 
     def _on_reset(self) -> None:
         """A snapshot replaced the store: the sessions' views are stale; make every node resync."""
+        self.mesh.reset()
         for s in list(self._sessions.values()):
             self._drop_session(s)
             asyncio.get_running_loop().create_task(s.close("state reset", CLOSE_ERROR))
@@ -895,6 +911,7 @@ class Dispatcher(ControlLoop):
         )
         session.outbox.append(_dumps({"type": "managers", "managers": self._managers}))
         session.outbox.append(session.take_assignments(full=True))
+        session.outbox.append(_dumps(self.mesh.full_message()))
         session.wake.set()
         self.stats.sessions_opened += 1
         log.info("node %s registered (session %s, addr %s)", node_id, session.id, addr)

@@ -87,6 +87,9 @@ class Worker:
         """Seconds from receiving a task to reporting it RUNNING (for benchmarks)."""
         self._started = False
         self._start_lock = asyncio.Lock()
+        self.drain_delay_s = 0.0
+        """Routing mesh: seconds between "desired shutdown" and signalling a task that has networks, so
+        every node has dropped it from its load-balancing maps first (set by `SwarmNode`)."""
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -274,6 +277,8 @@ class Worker:
             sig = base.parse_signal(sig_name)
         except ValueError:
             sig = base.parse_signal(None)
+        if self.drain_delay_s > 0 and run.task.networks and c.running:
+            await asyncio.sleep(self.drain_delay_s)  # no new connection reaches a stopping task
         with contextlib.suppress(ProcessLookupError):
             await base.stop(self.executor, c, grace, sig)
 

@@ -117,6 +117,8 @@ class WorkerSession:
         self.description = description
         self.on_assignments = on_assignments
         self.on_managers = on_managers
+        self.on_mesh: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
+        """Called with each ``mesh`` message (the routing-mesh agent, `agents.mesh.agent`)."""
         self.grace_multiplier = grace_multiplier
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -343,6 +345,9 @@ class WorkerSession:
             self._next = []
             if self.on_managers is not None:
                 await _call(self.on_managers, infos)
+        elif t == "mesh":
+            if self.on_mesh is not None:
+                await _call(self.on_mesh, msg)
         elif t == "heartbeat":
             self._set_period(msg.get("heartbeat_period_s"))
         elif t == "status_ack":

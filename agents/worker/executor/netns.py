@@ -17,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 FALLBACK_SUBNET = "172.18.0.0/24"
 FALLBACK_BRIDGE = "tasks0"
+OVERLAY_MTU = 1450
+"""Network bridges are joined across nodes by VXLAN (50 bytes of headers): task interfaces on them use
+Docker's overlay MTU so full-size frames still fit."""
 
 
 class NetworkError(Exception):
@@ -73,6 +77,9 @@ class TaskNetworking:
         self.node_netns = node_netns
         self.fallback = ipaddress.ip_network(fallback_subnet)
         self._bridges: dict[str, asyncio.Future[None]] = {}
+        self.resolv_conf: Callable[[list[str]], str | None] | None = None
+        """The routing mesh's DNS: gateways of a task's network attachments -> its /etc/resolv.conf
+        (bind-mounted in the task's mount namespace before it starts), or None to keep the node's."""
 
     def fallback_attachment(self, used: set[str]) -> Attachment:
         """The lowest free address of the node-private subnet (``used``: addresses without prefix)."""
@@ -116,8 +123,9 @@ class TaskNetworking:
         inside = ["link set lo up"]
         for i, att in enumerate(attachments):
             host_end = f"v{container_id[:12]}{i}"
+            mtu = f" mtu {OVERLAY_MTU}" if att.bridge.startswith("tn") else ""
             outside += [
-                f"link add {host_end} type veth peer name eth{i} netns {pid}",
+                f"link add {host_end}{mtu} type veth peer name eth{i}{mtu} netns {pid}",
                 f"link set {host_end} master {att.bridge} up",
             ]
             inside += [f"addr add {att.address} dev eth{i}", f"link set eth{i} up"]
@@ -125,3 +133,19 @@ class TaskNetworking:
             inside.append(f"route add default via {attachments[0].gateway} dev eth0")
         await run_ip(outside, self.node_netns)
         await run_ip(inside, f"/proc/{pid}/ns/net")
+        overlay = [a.gateway for a in attachments if a.bridge.startswith("tn")]
+        text = self.resolv_conf(overlay) if self.resolv_conf is not None and overlay else None
+        if text:
+            await _bind_resolv_conf(pid, text)
+
+
+async def _bind_resolv_conf(pid: int, text: str) -> None:
+    """Give the task (its mount namespace, private since the shim unshared it) its own resolv.conf."""
+    proc = await asyncio.create_subprocess_exec(
+        "nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", "sh", "-c",
+        "cat > /run/resolv.conf && mount --bind /run/resolv.conf /etc/resolv.conf",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(text.encode())
+    if proc.returncode != 0:
+        log.warning("task %d: could not set resolv.conf: %s", pid, err.decode(errors="replace").strip())

@@ -273,3 +273,32 @@ def test_promote_demote_and_demoting_the_leader(tmp_path: Path) -> None:
             await lab.close()
 
     run(main())
+
+
+def test_restarted_manager_still_reaches_the_first_manager(tmp_path: Path) -> None:
+    """The first manager's Raft address is not in the log (it bootstrapped the cluster): a manager that
+    restarts must remember it, or it can never answer the first manager again (regression)."""
+
+    async def main() -> None:
+        lab = Lab(tmp_path)
+        try:
+            m1 = lab.node("manager1")
+            await m1.init(lab.ip(1))
+            assert m1.manager is not None
+            token = cluster_of(m1.manager.store).root_ca.join_tokens.manager
+            m2, m3 = lab.node("manager2"), lab.node("manager3")
+            await m2.join(token, lab.ip(1), lab.ip(2))
+            await m3.join(token, lab.ip(1), lab.ip(3))
+            await eventually(lambda: len(m1.manager.raft.raft_status().voters) == 3)  # type: ignore[union-attr]
+            await m2.stop()
+            m2 = lab.node("manager2", tmp_path / "manager2")
+            await m2.start()
+            await m3.stop()  # now m1 and m2 must form the quorum together
+            await eventually(lambda: lab.leader() is not None, timeout=20)
+            leader = lab.leader()
+            assert leader is not None
+            await _commit_secret(leader, "two-of-three", b"ok")
+        finally:
+            await lab.close()
+
+    run(main())

@@ -1,0 +1,124 @@
+"""Rule generation (golden), table deltas, the DNS responder and the userspace proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from agents.mesh import rules
+from agents.mesh.dns import answer_query
+from agents.mesh.proxy import PortProxy
+from agents.mesh.table import MeshNetwork, MeshPort, MeshService, MeshTable, MeshTask
+
+
+def table() -> MeshTable:
+    t = MeshTable()
+    t.networks = {"ing": MeshNetwork("ing", "ingress", 4096, "10.0.0.0/24", True),
+                  "usr": MeshNetwork("usr", "front", 4097, "10.0.1.0/24")}
+    t.services["s1"] = MeshService(
+        "s1", "web", {"ing": "10.0.0.2", "usr": "10.0.1.2"}, (MeshPort("tcp", 80, 8080),), ("usr",),
+        (MeshTask("a", "n1", {"ing": "10.0.0.3", "usr": "10.0.1.3"}, True),
+         MeshTask("b", "n2", {"ing": "10.0.0.4", "usr": "10.0.1.4"}, True),
+         MeshTask("c", "n2", {"ing": "10.0.0.5", "usr": "10.0.1.5"}, False)))
+    return t
+
+
+def test_service_rules_golden() -> None:
+    r = rules.service_rules(table().services["s1"], table())
+    assert r.chains == {
+        "svc-s1-ing-tcp-80": ["meta mark set meta mark | 0x10000000 meta l4proto tcp dnat ip to numgen inc mod 2 "
+                              "map { 0 : 10.0.0.3, 1 : 10.0.0.4 } : 80"],
+        "svc-s1-ing-all": ["meta mark set meta mark | 0x10000000 dnat ip to numgen inc mod 2 "
+                           "map { 0 : 10.0.0.3, 1 : 10.0.0.4 }"],
+        "svc-s1-usr-all": ["meta mark set meta mark | 0x10000000 dnat ip to numgen inc mod 2 "
+                           "map { 0 : 10.0.1.3, 1 : 10.0.1.4 }"],
+    }
+    assert r.ingress == {("tcp", 8080): "svc-s1-ing-tcp-80"}
+    assert r.vips == {"10.0.0.2": "svc-s1-ing-all", "10.0.1.2": "svc-s1-usr-all"}
+
+
+def test_diff_replaces_only_the_changed_chain_and_removal_cleans_up() -> None:
+    t = table()
+    old = rules.service_rules(t.services["s1"], t)
+    s = t.services["s1"]
+    t.services["s1"] = MeshService(s.id, s.name, s.vips, s.ports, s.networks, s.tasks[:1])
+    new = rules.service_rules(t.services["s1"], t)
+    cmds = rules.service_diff(old, new)
+    assert cmds[0] == "flush chain ip labctl-mesh svc-s1-ing-tcp-80"
+    assert not any("element" in c for c in cmds)
+    gone = rules.service_diff(new, None)
+    assert "delete element ip labctl-mesh ingress { tcp . 8080 }" in gone
+    assert gone[-1] == "delete chain ip labctl-mesh svc-s1-usr-all"
+    assert all(c.startswith(("flush", "delete")) for c in gone)
+
+
+def test_no_backend_only_marks() -> None:
+    t = table()
+    s = t.services["s1"]
+    t.services["s1"] = MeshService(s.id, s.name, s.vips, s.ports, s.networks, ())
+    r = rules.service_rules(t.services["s1"], t)
+    assert r.chains["svc-s1-ing-tcp-80"] == ["meta mark set meta mark | 0x10000000"]
+
+
+def test_table_delta_round_trip() -> None:
+    a, b = MeshTable(), table()
+    msg = a.delta_message(b)
+    assert msg is not None
+    c = MeshTable()
+    assert c.apply(msg) == {"s1"}
+    assert c.services == b.services and c.networks == b.networks
+    assert b.delta_message(c) is None
+    d = MeshTable(networks=b.networks)
+    msg2 = b.delta_message(d)
+    assert msg2 is not None and msg2["removed"] == ["s1"]
+    assert c.apply(msg2) == {"s1"} and not c.services
+
+
+def query(name: str) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1)
+
+
+def test_dns_vip_tasks_and_nxdomain() -> None:
+    t = table()
+    ans = answer_query(t, query("web"), "10.0.1.3", "usr")
+    assert ans is not None and ans[-4:] == socket.inet_aton("10.0.1.2") and ans[3] & 0x0F == 0
+    ans = answer_query(t, query("tasks.web"), "10.0.1.3", "usr")
+    assert ans is not None and struct.unpack("!H", ans[6:8])[0] == 2
+    ans = answer_query(t, query("nope"), "10.0.1.3", "usr")
+    assert ans is not None and ans[3] & 0x0F == 3
+
+
+def test_proxy_round_robin_and_skips_dead_backends() -> None:
+    async def main() -> None:
+        async def serve(tag: bytes) -> tuple[asyncio.Server, int]:
+            async def h(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                w.write(tag)
+                await w.drain()
+                w.close()
+            srv = await asyncio.start_server(h, "127.0.0.1", 0)
+            return srv, srv.sockets[0].getsockname()[1]
+
+        s1, p1 = await serve(b"one")
+        s2, p2 = await serve(b"two")
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        p3 = dead.getsockname()[1]
+        dead.close()
+        backends = [("127.0.0.1", p1), ("127.0.0.1", p3), ("127.0.0.1", p2)]
+        proxy = PortProxy(0, lambda: backends, "127.0.0.1")
+        await proxy.start()
+        assert proxy._server is not None
+        port = proxy._server.sockets[0].getsockname()[1]
+        got = []
+        for _ in range(4):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            got.append(await r.read())
+            w.close()
+        assert sorted(got) == [b"one", b"one", b"two", b"two"]
+        await proxy.stop()
+        s1.close()
+        s2.close()
+
+    asyncio.run(main())
