@@ -154,6 +154,7 @@ class SwarmNode:
         self.error = ""
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
+        self._renew_at = ca.renewal_fraction()
         self.session: WorkerSession | None = None
         self.assignment_hooks: list[Callable[[Any], Any]] = []
         """Called with each assignment message (the worker agent subscribes here)."""
@@ -338,12 +339,34 @@ class SwarmNode:
         elif info["role"] == "worker" and st.role == "manager" and info.get("removed"):
             async with self._lock:
                 await self._become_worker(tls, answered)
+        elif ca.needs_renewal(ca.NodeCredentials.load(self.state_dir), fraction=self._renew_at):
+            async with self._lock:
+                await self._renew_in_place(tls, answered)
 
     async def _renew(self, tls: Any, addr: str) -> None:
         creds = ca.NodeCredentials.load(self.state_dir)
         csr = ca.make_csr(creds.key_pem)
         answer = await joinclient.request(addr, "/v1/renew", {"csr": csr.decode()}, tls)
         ca.NodeCredentials(str(answer["cert"]).encode(), creds.key_pem).save(self.state_dir)
+
+    async def _renew_in_place(self, tls: Any, via: str) -> None:
+        """Renew the node certificate before it expires (at a random point between 50% and 80% of its
+        life, as SwarmKit), then restart what holds TLS contexts so they present the new certificate."""
+        await self._renew(tls, via)
+        self._renew_at = ca.renewal_fraction()
+        log.info("node certificate renewed")
+        await self._stop_role_watch_session_only()
+        if self.manager is not None:
+            await self._stop_manager()
+            await self._start_manager(join=False, force_new_cluster=False)
+        self._watch_role()
+
+    async def _stop_role_watch_session_only(self) -> None:
+        session, self.session = self.session, None
+        await self._stop_worker()
+        await self._stop_mesh(remove=False)
+        if session is not None:
+            await session.stop()
 
     async def _become_manager(self, raft_id: int, tls: Any, via: str) -> None:
         st = self.state

@@ -302,3 +302,33 @@ def test_restarted_manager_still_reaches_the_first_manager(tmp_path: Path) -> No
             await lab.close()
 
     run(main())
+
+
+def test_certificates_are_renewed_in_place(tmp_path: Path) -> None:
+    """A node renews its certificate before expiry and keeps working: session, Raft, writes."""
+    from agents.manager import ca
+
+    async def main() -> None:
+        lab = Lab(tmp_path)
+        try:
+            m1 = lab.node("manager1")
+            await m1.init(lab.ip(1))
+            assert m1.manager is not None
+            tokens = cluster_of(m1.manager.store).root_ca.join_tokens
+            m2, w1 = lab.node("manager2"), lab.node("worker1")
+            await m2.join(tokens.manager, lab.ip(1), lab.ip(2))
+            await w1.join(tokens.worker, lab.ip(1), lab.ip(3))
+            before = {n: ca.NodeCredentials.load(tmp_path / n).cert.serial_number for n in ("manager2", "worker1")}
+            m2._renew_at = w1._renew_at = 0.0  # "half the lifetime has passed"
+            await eventually(lambda: all(
+                ca.NodeCredentials.load(tmp_path / n).cert.serial_number != before[n] for n in before), timeout=20)
+            store = m1.manager.store
+            await eventually(lambda: all(n.status.state.value == "ready" for n in store.list(Node)), timeout=20)
+            await eventually(lambda: m2.manager is not None and m2.manager.raft.leader != 0, timeout=20)
+            await _commit_secret(m1, "after-renewal", b"ok")
+            await eventually(lambda: m2.manager is not None and any(
+                s.spec.name == "after-renewal" for s in m2.manager.store.list(Secret)))
+        finally:
+            await lab.close()
+
+    run(main())
