@@ -39,7 +39,8 @@ def main() -> int:
     env = dict(os.environ, LABCTL_HOME=home)
     env.pop("DOCKER_HOST", None)
     labctl = _labctl()
-    console.rule("[bold]labctl demo: the default classroom lab (3 managers, 2 workers) on network namespaces")
+    console.rule("[bold]labctl demo: the default classroom lab (3 managers, 2 workers) on network namespaces,"
+                 " a swarm, and a graded exercise")
     try:
         _run([labctl, "up"], env)
         _run([labctl, "status"], env)
@@ -48,6 +49,9 @@ def main() -> int:
                                      check=True).stdout.split()[1].split("=", 1)[1]
         console.print("\n[bold cyan]$ eval $(labctl env worker1)[/bold cyan]")
         _run(["docker", "version"], dict(env, DOCKER_HOST=docker_host))
+        _run([labctl, "exec", "manager1", "--", "docker", "node", "ls"], env)
+        _run([labctl, "run", "smoke", "--auto", "--lab", "swarm"], env)
+        _run([labctl, "grade", "smoke", "--lab", "swarm", "--out", str(Path(home) / "grades")], env)
         return 0
     finally:
         rc = _run([labctl, "down"], env, check=False)
