@@ -22,6 +22,7 @@ from agents.api.server import node_context
 from agents.manager.errors import NOT_MANAGER_MSG, ManagerError, NotLeader
 from agents.state.errors import Ambiguous, NameConflict, SequenceConflict, StoreError
 from agents.state.errors import NotFound as StoreNotFound
+from agents.state.objects import StoreObject
 
 if TYPE_CHECKING:
     from agents.manager.manager import Manager
@@ -86,6 +87,22 @@ async def commit(manager: Manager, tx: Tx) -> None:
     if not result.ok:
         assert result.error is not None
         raise store_api_error(result.error)
+
+
+async def delete_object(manager: Manager, kind: type[StoreObject], oid: str, attempts: int = 5) -> None:
+    """Delete without a user-supplied version (`docker network/secret/node rm`): a version conflict only
+    means a control loop (allocator, dispatcher) wrote the object first, so re-read and try again."""
+    for attempt in range(attempts):
+        with manager.store.batch() as tx:
+            if manager.store.get(kind, oid) is None:
+                return
+            tx.delete(kind, oid)
+        try:
+            await commit(manager, tx)
+            return
+        except ApiError as e:
+            if e.message != OUT_OF_SEQUENCE_MSG or attempt == attempts - 1:
+                raise
 
 
 def cluster_route(handler: ClusterHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -21,6 +21,7 @@ from agents.api.cluster import (
     check_filters,
     cluster_route,
     commit,
+    delete_object,
     kv_filter,
     labels_match,
     swarm_of,
@@ -326,9 +327,7 @@ async def _remove(request: web.Request, manager: Manager) -> web.StreamResponse:
         if not task.status.state.is_terminal and any(a.network_id == net.id for a in task.networks):
             raise InvalidParameter(
                 f"rpc error: code = FailedPrecondition desc = network {net.id} is in use by task {task.id}")
-    with manager.store.batch() as tx:
-        tx.delete(Network, net.id)
-    await commit(manager, tx)
+    await delete_object(manager, Network, net.id)
     return web.Response(status=204)
 
 

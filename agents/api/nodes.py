@@ -15,6 +15,7 @@ from agents.api.cluster import (
     check_filters,
     cluster_route,
     commit,
+    delete_object,
     kv_filter,
     labels_match,
     version_param,
@@ -96,9 +97,7 @@ async def inspect_node(request: web.Request, manager: Manager) -> web.StreamResp
 async def remove_node(request: web.Request, manager: Manager) -> web.StreamResponse:
     node = manager.store.find(Node, request.match_info["id"])
     check_remove(manager.store, node, query_bool(request, "force"))
-    with manager.store.batch() as tx:
-        tx.delete(Node, node.id)
-    await commit(manager, tx)
+    await delete_object(manager, Node, node.id)
     return web.Response(status=200)
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from agents.api.cluster import check_filters, cluster_route, commit, kv_filter, labels_match, version_param
+from agents.api.cluster import (
+    check_filters,
+    cluster_route,
+    commit,
+    delete_object,
+    kv_filter,
+    labels_match,
+    version_param,
+)
 from agents.api.convert import secret_json
 from agents.api.errors import Conflict, InvalidParameter
 from agents.api.httputil import expect_type, json_response, optional_field, query_filters, read_json_object
@@ -123,9 +131,7 @@ async def remove_secret(request: web.Request, manager: Manager) -> web.StreamRes
         noun = "service" if len(users) == 1 else "services"
         raise InvalidParameter(invalid_argument(
             f"secret '{secret.spec.name}' is in use by the following {noun}: {', '.join(users)}"))
-    with manager.store.batch() as tx:
-        tx.delete(Secret, secret.id)
-    await commit(manager, tx)
+    await delete_object(manager, Secret, secret.id)
     return web.Response(status=204)
 
 
