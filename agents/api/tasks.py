@@ -52,9 +52,26 @@ def network_json(store: Store, nid: str) -> dict[str, Any]:
     return {"ID": nid} if net is None else cluster_network_json(net)
 
 
+_BODIES: dict[tuple[Any, ...], dict[str, Any]] = {}
+_BODIES_MAX = 50_000
+
+
 def task_body(store: Store, task: Task) -> dict[str, Any]:
-    nets = {a.network_id: network_json(store, a.network_id) for a in task.networks}
-    return task_json(task, nets)
+    """A task's JSON, memoised by the versions it is made of: `docker service ps` and the CLI's progress
+    display list every task of a service again and again, and a stored version never changes. The
+    returned dict is shared: callers serialise it and must not modify it."""
+    net_versions = []
+    for a in task.networks:
+        net = store.get(Network, a.network_id)
+        net_versions.append((a.network_id, net.meta.version if net is not None else 0))
+    key = (task.id, task.meta.version, tuple(net_versions))
+    body = _BODIES.get(key)
+    if body is None:
+        if len(_BODIES) >= _BODIES_MAX:
+            _BODIES.clear()
+        nets = {a.network_id: network_json(store, a.network_id) for a in task.networks}
+        body = _BODIES[key] = task_json(task, nets)
+    return body
 
 
 def _up_to_date(store: Store, task: Task) -> bool:
