@@ -43,37 +43,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ------------------------------------------------------------------------------------------ leak guard
-LEAKY_LINK = re.compile(r"^(tn[a-z0-9]{6,}|vxm\d+|tasks0|v[0-9a-f]{13}|lcbr-[0-9a-f]{8}|lcv[0-9a-f]{8})$")
+# Labs are leak-checked one by one by the tests that build them (tests/labfixtures.py). This guard looks
+# for what only a misbehaving in-process test can leave: task networking, mesh tables, task cgroups and
+# task supervisors in the host's *own* namespaces (labs keep all of those inside their nodes). It never
+# touches labs, so other test runs and a teacher's labs on the same machine are safe.
+LEAKY_LINK = re.compile(r"^(tn[a-z0-9]{6,}|vxm\d+|tasks0|v[0-9a-f]{13})$")
+HOST_TABLES = ("labctl-mesh", "labctl-run")
 
 
 def host_leftovers() -> list[str]:
-    """What labs, tasks and the mesh may never leave in the host's own namespaces after the suite."""
     found: list[str] = []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":")[1].strip().split("@")[0]
         if LEAKY_LINK.match(name):
             found.append(f"link {name}")
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("lc-")]
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-        found += [f"nft {line}" for line in tables.splitlines() if "labctl" in line]
+        found += [f"nft {line}" for line in tables.splitlines() if line.split()[-1:] and line.split()[-1] in HOST_TABLES]
     for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")):
-        for name in ("tasks", "labctl"):
-            if (root / name).is_dir() and (root / "cgroup.procs").exists():
-                found.append(f"cgroup {root / name}")
-    if Path("/run/labctl").exists():
-        found.append("dir /run/labctl")
-    me = os.getpid()
+        if (root / "tasks").is_dir() and (root / "cgroup.procs").exists():
+            found.append(f"cgroup {root / 'tasks'}")
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
+        if not proc.name.isdigit():
             continue
         try:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            cgroup = (proc / "cgroup").read_text()
         except OSError:
             continue
-        if b"executor/shim.py" in cmd or (b"labagent" in cmd and b"--node-name" in cmd):
+        if b"executor/shim.py" in cmd and "0::/tasks/" in cgroup:
             found.append(f"process {proc.name}: {cmd[:80].decode(errors='replace')}")
     return found
 
@@ -89,8 +88,6 @@ def clean_host(found: list[str]) -> None:
         kind, _, rest = item.partition(" ")
         if kind == "link":
             subprocess.run(["ip", "link", "del", rest], capture_output=True)
-        elif kind == "netns":
-            subprocess.run(["ip", "netns", "del", rest], capture_output=True)
         elif kind == "nft":
             subprocess.run(["nft", "delete", *rest.split()], capture_output=True)
         elif kind == "cgroup":
@@ -101,8 +98,6 @@ def clean_host(found: list[str]) -> None:
                         d.rmdir()
             with contextlib.suppress(OSError):
                 Path(rest).rmdir()
-        elif kind == "dir":
-            shutil.rmtree(rest, ignore_errors=True)
 
 
 _BEFORE: set[str] = set()
@@ -113,7 +108,6 @@ def _leftover_key(item: str) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remember what was already there (a teacher's running lab), so only what this run left is judged."""
     if hasattr(session.config, "workerinput") or netns_unavailable_reason() is not None:
         return
     _BEFORE.update(_leftover_key(i) for i in host_leftovers())
@@ -124,6 +118,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # the controller checks once, after every worker is done
     found = [i for i in host_leftovers() if _leftover_key(i) not in _BEFORE]
     if found:
-        sys.stderr.write("\nLEAK: the test suite left these on the host:\n  " + "\n  ".join(found) + "\n")
+        sys.stderr.write("\nLEAK: the test suite left these in the host's own namespaces:\n  " + "\n  ".join(found) + "\n")
         clean_host(found)
         session.exitstatus = 1

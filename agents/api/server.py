@@ -44,6 +44,11 @@ VERSION_PREFIX = "/v{version:[0-9.]+}"
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Largest request body accepted (service specs, secrets and configs are far smaller)."""
 
+MAX_HEADER_BYTES = 1 << 20
+"""Longest request line or header field: Go's ``http.DefaultMaxHeaderBytes``, which dockerd uses. aiohttp's
+8 KiB default would answer a long object reference in the path with a plain-text 400 (and a logged
+traceback) instead of Docker's JSON 404."""
+
 SOCKET_MODE = 0o660
 
 ACCESS_LOG_FORMAT = '"%r" %s %b %Tfs "%{User-Agent}i"'
@@ -174,6 +179,8 @@ class ApiServer:
             access_log=access_log,
             access_log_format=ACCESS_LOG_FORMAT,
             shutdown_timeout=2.0,
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
         )
         try:
             await runner.setup()
