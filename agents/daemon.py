@@ -130,6 +130,9 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
     log_server.cancel()
     await asyncio.gather(log_server, return_exceptions=True)
     await swarm.stop()
+    standalone = getattr(ctx, "standalone", None)  # docker run containers: keep running, stop their ports
+    if standalone is not None:
+        await standalone.close()
     await server.close()
     log.info("stopped")
     return 0

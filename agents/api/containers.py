@@ -1,19 +1,19 @@
-"""Container endpoints of one node: ``docker ps``, ``inspect``, ``rm -f``, ``logs`` and ``docker run -d``.
+"""Container endpoints of one node: ``docker ps``, ``inspect``, ``rm -f``, ``logs``, ``stop`` and ``docker run -d``.
 
 A node's "containers" are what its worker runs (``SwarmNode.worker``, ``agents.worker.agent.Worker``):
 the swarm tasks assigned here, named ``<service>.<slot>.<task id>`` with Docker's ``com.docker.swarm.*``
-labels. The worker provides ``containers(all)`` (Docker's summaries), ``find(ref)``,
-``logs(ref, ...)``, ``kill(ref)`` and ``remove_container(ref, force)``. ``docker rm -f`` on a task's
-container kills it: the worker reports the task failed (exit 137) and the swarm replaces it, as Docker
-does. Standalone ``docker run`` needs ``Worker.run_standalone(config)``, which the worker does not
-offer yet: creating a container answers 501 with that reason (after the usual image pull dance).
+labels, plus its standalone containers (``docker run``; `agents.worker.standalone.StandaloneContainers`,
+one per node in ``NodeContext.standalone``, created on first use, in or out of a swarm). Both provide
+``find(ref)``, ``logs(ref, ...)``, ``kill(ref)`` and ``remove_container(ref, force)``. ``docker rm -f`` on
+a task's container kills it: the worker reports the task failed (exit 137) and the swarm replaces it, as
+Docker does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
-import secrets
 import time
 from typing import Any
 
@@ -43,10 +43,36 @@ def _worker(request: web.Request) -> Any:
     return node_worker(node_context(request))
 
 
-def containers_of(request: web.Request) -> list[Any]:
-    """The worker's container handles (all states), for lookups by name."""
-    fn = getattr(_worker(request), "_containers", None)
-    return list(fn()) if callable(fn) else []
+async def standalone_of(request: web.Request, *, create: bool = False) -> Any:
+    """The node's `StandaloneContainers` (started: a restarted agent adopts what it left). Without
+    ``create``, None when the node never ran one (listing must not set up an executor for nothing)."""
+    ctx = node_context(request)
+    owner = getattr(ctx, "standalone", None)
+    if owner is None:
+        import os
+
+        from agents.worker.standalone import StandaloneContainers
+
+        state_dir = str(ctx.config.state_dir)
+        if not create and not os.path.isdir(os.path.join(state_dir, "standalone")):
+            return None
+        owner = StandaloneContainers(state_dir)
+        ctx.standalone = owner  # type: ignore[attr-defined]
+    await owner.start()
+    return owner
+
+
+def _owners(request: web.Request, standalone: Any) -> list[Any]:
+    return [o for o in (standalone, _worker(request)) if o is not None]
+
+
+async def containers_of(request: web.Request) -> list[Any]:
+    """Every container handle of the node (all states), for lookups by name."""
+    out: list[Any] = []
+    for owner in _owners(request, await standalone_of(request)):
+        fn = getattr(owner, "_containers", None)
+        out += list(fn()) if callable(fn) else []
+    return out
 
 
 def _task(c: Any) -> Any:
@@ -181,15 +207,21 @@ def container_summary(c: Any) -> dict[str, Any]:
     }
 
 
-def find_container(request: web.Request, ref: str) -> Any:
-    """By full id, name (``/name`` too), task id or unique id prefix; 404 "No such container"."""
-    find = getattr(_worker(request), "find", None)
-    if callable(find):
-        try:
-            return find(ref)
-        except LookupError:
-            pass
+async def find_owned(request: web.Request, ref: str) -> tuple[Any, Any]:
+    """(container, its owner: the standalone set or the swarm worker); 404 "No such container"."""
+    for owner in _owners(request, await standalone_of(request)):
+        find = getattr(owner, "find", None)
+        if callable(find):
+            try:
+                return find(ref), owner
+            except LookupError:
+                pass
     raise NotFound(f"No such container: {ref}")
+
+
+async def find_container(request: web.Request, ref: str) -> Any:
+    """By full id, name (``/name`` too), task id or unique id prefix; 404 "No such container"."""
+    return (await find_owned(request, ref))[0]
 
 
 def _matches(summary: dict[str, Any], filters: dict[str, list[str]]) -> bool:
@@ -209,12 +241,16 @@ def _matches(summary: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     return True
 
 
-def _summaries(request: web.Request, show_all: bool) -> list[dict[str, Any]]:
+async def _summaries(request: web.Request, show_all: bool) -> list[dict[str, Any]]:
+    standalone = await standalone_of(request)
+    summaries: list[dict[str, Any]] = []
+    if standalone is not None:
+        summaries += [container_summary(c) for c in standalone._containers() if show_all or c.running]
     fn = getattr(_worker(request), "containers", None)
-    if not callable(fn):
-        return []
+    if callable(fn):
+        summaries += list(fn(all=show_all))
     out = []
-    for summary in fn(all=show_all):
+    for summary in summaries:
         item = dict(summary)
         if not item.get("ImageID"):
             try:
@@ -236,7 +272,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
             raise InvalidParameter(f"invalid filter 'status={s}'")
     show_all = query_bool(request, "all") or "status" in filters
     limit = query_int(request, "limit", -1)
-    items = [c for c in _summaries(request, show_all) if _matches(c, filters)]
+    items = [c for c in await _summaries(request, show_all) if _matches(c, filters)]
     items.sort(key=lambda c: int(c.get("Created", 0)), reverse=True)
     if limit > 0:
         items = items[:limit]
@@ -245,7 +281,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/containers/{id}/json")
 async def inspect_container(request: web.Request) -> web.StreamResponse:
-    c = find_container(request, request.match_info["id"])
+    c = await find_container(request, request.match_info["id"])
     argv = [str(a) for a in (getattr(c, "argv", None) or [])]
     state = _state(c)
     task = _task(c)
@@ -274,7 +310,11 @@ async def inspect_container(request: web.Request) -> web.StreamResponse:
             "RestartCount": 0,
             "Driver": "overlay2",
             "Platform": "linux",
-            "HostConfig": {"NetworkMode": "default", "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0}},
+            "HostConfig": {
+                "NetworkMode": "default",
+                "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "PortBindings": _port_map(getattr(c, "requested_ports", None) or []) or None,
+            },
             "Config": {
                 "Hostname": str(getattr(c, "hostname", "") or "")[:12] or str(getattr(c, "id", ""))[:12],
                 "Env": env,
@@ -284,10 +324,7 @@ async def inspect_container(request: web.Request) -> web.StreamResponse:
                 "Tty": False,
                 "OpenStdin": False,
             },
-            "NetworkSettings": {
-                "Networks": {},
-                "IPAddress": next(iter(getattr(c, "addresses", None) or []), ""),
-            },
+            "NetworkSettings": _network_settings(c),
             "Mounts": [],
         }
     )
@@ -296,8 +333,8 @@ async def inspect_container(request: web.Request) -> web.StreamResponse:
 @routes.delete("/containers/{id}")
 async def remove_container(request: web.Request) -> web.StreamResponse:
     ref = request.match_info["id"]
-    c = find_container(request, ref)
-    remove = getattr(_worker(request), "remove_container", None)
+    c, owner = await find_owned(request, ref)
+    remove = getattr(owner, "remove_container", None)
     if not callable(remove):
         raise NotImplementedYet(NO_WORKER_MSG)
     try:
@@ -313,13 +350,13 @@ async def remove_container(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/containers/{id}/logs")
 async def container_logs(request: web.Request) -> web.StreamResponse:
-    c = find_container(request, request.match_info["id"])
+    c, owner = await find_owned(request, request.match_info["id"])
     opts = LogOptions.from_request(request)
     task = _task(c)
     key = str(task.id) if task is not None and getattr(task, "id", None) else str(getattr(c, "id", ""))
     resp = await start_stream(request)
     try:
-        async for e in worker_entries(_worker(request), key, opts):
+        async for e in worker_entries(owner, key, opts):
             await resp.write(render(e, opts, container_labels(c) if opts.details else None))
     except ConnectionResetError:
         return resp
@@ -329,8 +366,56 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 # ---------------------------------------------------------------------------- standalone docker run
 
-_created: dict[str, dict[str, dict[str, Any]]] = {}
-"""engine id -> container id -> config of containers created but not started yet."""
+
+def _port_map(bindings: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """Bindings -> Docker's ``{"80/tcp": [{"HostIp": ..., "HostPort": ...}]}``."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for b in bindings:
+        key = f"{b.get('PrivatePort')}/{b.get('Type') or 'tcp'}"
+        out.setdefault(key, []).append({"HostIp": str(b.get("HostIp") or ""), "HostPort": str(b.get("HostPort") or "")})
+    return out
+
+
+def _network_settings(c: Any) -> dict[str, Any]:
+    addresses = [str(a) for a in getattr(c, "addresses", None) or []]
+    ip, _, prefix = (addresses[0] if addresses else "").partition("/")
+    gateway = ""
+    if ip:
+        import ipaddress
+
+        gateway = str(ipaddress.ip_interface(addresses[0]).network.network_address + 1)
+    running = _state(c) == "running"
+    ports: dict[str, Any] = {k: None for k in _port_map(getattr(c, "requested_ports", None) or [])}
+    ports.update(_port_map(getattr(c, "port_bindings", None) or []))
+    network = {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": None,
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": gateway if running else "",
+        "IPAddress": ip if running else "",
+        "IPPrefixLen": int(prefix or 0) if running else 0,
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "MacAddress": "",
+        "DriverOpts": None,
+    }
+    task = _task(c)
+    in_swarm = task is not None and bool(getattr(task, "service_id", ""))
+    return {
+        "Ports": ports,
+        "Networks": {} if in_swarm else {"bridge": network},
+        "IPAddress": ip if running else "",
+        "IPPrefixLen": int(prefix or 0) if running else 0,
+        "Gateway": gateway if running else "",
+    }
+
+
+def _standalone_required(owner: Any, c: Any) -> None:
+    if not hasattr(owner, "stop_container"):
+        raise NotImplementedYet(f"container {str(getattr(c, 'id', ''))[:12]} is a swarm task: use docker service")
 
 
 @routes.post("/containers/create")
@@ -343,34 +428,110 @@ async def create_container(request: web.Request) -> web.StreamResponse:
     ctx = node_context(request)
     if spec.ref not in _pulled.get(ctx.engine_id, {}):
         raise NotFound(f"No such image: {spec.ref}")  # the CLI then pulls it and retries
-    if not callable(getattr(ctx.worker, "run_standalone", None)):
-        raise NotImplementedYet(NO_WORKER_MSG)
-    name = request.query.get("name", "").removeprefix("/")
-    taken = {container_name(c) for c in containers_of(request)}
+    name = request.query.get("name", "")
+    if name and not re.match(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$", name):
+        raise InvalidParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    name = name.removeprefix("/")
+    owner = await standalone_of(request, create=True)
+    taken = {container_name(c) for c in await containers_of(request)}
     if name and name in taken:
-        raise Conflict(f'Conflict. The container name "/{name}" is already in use.')
-    cid = secrets.token_hex(32)
-    pending = _created.setdefault(ctx.engine_id, {})
-    pending[cid] = {**config, "Id": cid, "Name": name or namesgen.unique_name(lambda n: n in taken)}
-    return json_response({"Id": cid, "Warnings": []}, status=201)
+        existing = next((c for c in await containers_of(request) if container_name(c) == name), None)
+        raise Conflict(
+            f'Conflict. The container name "/{name}" is already in use by container '
+            f'"{getattr(existing, "id", "")}". You have to remove (or rename) that container to be able to reuse that name.'
+        )
+    if not name:
+        name = namesgen.unique_name(lambda n: n in taken)
+    try:
+        c = await owner.create(config, name)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
+    except OSError as exc:
+        raise ApiError(500, f"failed to create container: {exc}") from None
+    return json_response({"Id": c.id, "Warnings": []}, status=201)
 
 
 @routes.post("/containers/{id}/start")
 async def start_container(request: web.Request) -> web.StreamResponse:
-    ctx = node_context(request)
+    from agents.worker.executor.base import StartFailed
+    from agents.worker.standalone import PortAllocated
+
     ref = request.match_info["id"]
-    pending = _created.get(ctx.engine_id, {})
-    cid = next((k for k in pending if k.startswith(ref) or str(pending[k]["Name"]) == ref), None)
-    if cid is None:
-        c = find_container(request, ref)
-        if _state(c) == "running":
-            return web.Response(status=304)
-        raise NotImplementedYet("restarting a stopped container is not supported")
-    config = pending.pop(cid)
+    c, owner = await find_owned(request, ref)
+    if _state(c) == "running":
+        return web.Response(status=304)
+    _standalone_required(owner, c)
+    if _state(c) == "exited":
+        raise NotImplementedYet("restarting a stopped container is not supported: docker rm it and docker run again")
     try:
-        result = ctx.worker.run_standalone(config)
-        if inspect.isawaitable(result):
-            await result
-    except (ValueError, OSError) as exc:
-        raise ApiError(500, f"failed to start container {cid[:12]}: {exc}") from None
+        await owner.start_container(c.id)
+    except PortAllocated as exc:
+        raise ApiError(500, str(exc)) from None
+    except StartFailed as exc:
+        raise ApiError(500, str(exc)) from None
+    except OSError as exc:
+        raise ApiError(500, f"failed to start container {c.id[:12]}: {exc}") from None
     return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/stop")
+async def stop_container(request: web.Request) -> web.StreamResponse:
+    c, owner = await find_owned(request, request.match_info["id"])
+    _standalone_required(owner, c)
+    timeout = query_int(request, "t", -1) if request.query.get("t", "") != "" else None
+    sig = request.query.get("signal") or None
+    if sig is not None:
+        from agents.worker.executor.base import parse_signal
+
+        try:
+            parse_signal(sig)
+        except ValueError:
+            raise InvalidParameter(f"Invalid signal: {sig}") from None
+    stopped = await owner.stop_container(c.id, timeout, sig)
+    return web.Response(status=204 if stopped else 304)
+
+
+@routes.post("/containers/{id}/kill")
+async def kill_container(request: web.Request) -> web.StreamResponse:
+    from agents.worker.executor.base import parse_signal
+
+    ref = request.match_info["id"]
+    c, owner = await find_owned(request, ref)
+    try:
+        sig = parse_signal(request.query.get("signal") or "SIGKILL")
+    except ValueError:
+        raise InvalidParameter(f"Invalid signal: {request.query.get('signal')}") from None
+    if _state(c) != "running":
+        raise Conflict(f"cannot kill container: {ref}: container {getattr(c, 'id', '')} is not running")
+    kill = getattr(owner, "kill", None)
+    if not callable(kill):
+        raise NotImplementedYet(NO_WORKER_MSG)
+    try:
+        await kill(c.id, sig)
+    except ProcessLookupError:
+        raise Conflict(f"cannot kill container: {ref}: container {getattr(c, 'id', '')} is not running") from None
+    except RuntimeError as exc:
+        raise Conflict(str(exc)) from None
+    return web.Response(status=204)
+
+
+@routes.post("/containers/{id}/wait")
+async def wait_container(request: web.Request) -> web.StreamResponse:
+    """Headers go out at once (the CLI's ``docker run`` waits for them before it starts the container),
+    the body when the container exits."""
+    import json
+
+    c = await find_container(request, request.match_info["id"])
+    condition = request.query.get("condition", "not-running")
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidParameter(f"invalid condition: {condition}")
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    exited = getattr(c, "exited", None)
+    if exited is not None and not (condition != "next-exit" and _state(c) == "exited"):
+        await exited.wait()
+    body = {"StatusCode": int(getattr(c, "exit_code", 0) or 0), "Error": None}
+    with contextlib.suppress(ConnectionResetError):
+        await resp.write(json.dumps(body).encode() + b"\n")
+        await resp.write_eof()
+    return resp

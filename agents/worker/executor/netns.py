@@ -73,9 +73,12 @@ async def run_ip(commands: list[str], netns: str | None = None, *, force: bool =
 class TaskNetworking:
     """Bridges of one node plus the per-task wiring. ``node_netns`` None = the agent's own namespace."""
 
-    def __init__(self, node_netns: str | None = None, fallback_subnet: str = FALLBACK_SUBNET) -> None:
+    def __init__(
+        self, node_netns: str | None = None, fallback_subnet: str = FALLBACK_SUBNET, fallback_bridge: str = FALLBACK_BRIDGE
+    ) -> None:
         self.node_netns = node_netns
         self.fallback = ipaddress.ip_network(fallback_subnet)
+        self.fallback_bridge = fallback_bridge
         self._bridges: dict[str, asyncio.Future[None]] = {}
         self.resolv_conf: Callable[[list[str]], str | None] | None = None
         """The routing mesh's DNS: gateways of a task's network attachments -> its /etc/resolv.conf
@@ -87,7 +90,7 @@ class TaskNetworking:
         for host in self.fallback.hosts():
             addr = str(host)
             if addr != gateway and addr not in used:
-                return Attachment(FALLBACK_BRIDGE, f"{addr}/{self.fallback.prefixlen}", gateway)
+                return Attachment(self.fallback_bridge, f"{addr}/{self.fallback.prefixlen}", gateway)
         raise NetworkError(f"no free address in {self.fallback}")
 
     async def ensure_bridge(self, att: Attachment) -> None:

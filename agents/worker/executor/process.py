@@ -104,6 +104,7 @@ class ProcessExecutor:
         node_netns: str | None = None,
         cgroup_parent: str | object | None = _DEFAULT,
         fallback_subnet: str = "172.18.0.0/24",
+        fallback_bridge: str = "tasks0",
         python: str = sys.executable,
         log_max_size: int = logs.DEFAULT_MAX_SIZE,
         log_max_files: int = logs.DEFAULT_MAX_FILES,
@@ -114,7 +115,7 @@ class ProcessExecutor:
         self.containers_dir = os.path.join(self.state_dir, "containers")
         os.makedirs(self.containers_dir, mode=0o710, exist_ok=True)
         self.records = records.RecordStore(os.path.join(self.state_dir, "worker", "tasks"))
-        self.net = TaskNetworking(node_netns, fallback_subnet)
+        self.net = TaskNetworking(node_netns, fallback_subnet, fallback_bridge)
         parent = cgroups.default_parent() if cgroup_parent is _DEFAULT else cgroup_parent
         self.cgroups = cgroups.TaskCgroups(parent if isinstance(parent, str) else None)
         self.python = python
