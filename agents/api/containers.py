@@ -28,6 +28,7 @@ from agents.api.logstream import LogOptions, node_worker, render, start_stream, 
 from agents.api.routing import RouteTable
 from agents.api.server import node_context
 from agents.worker.images import catalog
+from agents.worker.views import human_duration
 
 routes = RouteTable("containers")
 
@@ -108,34 +109,6 @@ def container_labels(c: Any) -> dict[str, str]:
             }
         )
     return labels
-
-
-def human_duration(seconds: float) -> str:
-    """go-units ``HumanDuration``, what ``docker ps`` prints after "Up"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def _state(c: Any) -> str:
