@@ -15,14 +15,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from labctl.registry import lab_runtime_dir
 from labctl.sshlab import LabSSH, SSHTarget
 
 TUNNEL_READY_TIMEOUT = 15.0
+_TUNNELS_LOCK = threading.Lock()
 TUNNEL_MARKER = b"/run/docker.sock"
 PARTITION_TABLE = "labctl_partition"
 
@@ -105,12 +108,18 @@ class RemoteProvider(Provider):
         except (OSError, ValueError, AttributeError):
             return {}
 
-    def _save_tunnels(self, pids: dict[str, int]) -> None:
+    def _update_tunnels(self, change: Callable[[dict[str, int]], object]) -> None:
+        """Read-modify-write of the tunnel pids, safe across threads (status checks nodes in parallel)
+        and processes (a unique temp file per writer, under an flock)."""
         f = self._pids_file()
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pids))
-        os.replace(tmp, f)
+        with _TUNNELS_LOCK, open(f.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            pids = self._tunnels()
+            change(pids)
+            tmp = f.with_name(f".{f.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(pids))
+            os.replace(tmp, f)
 
     @staticmethod
     def _alive(pid: int) -> bool:
@@ -136,7 +145,7 @@ class RemoteProvider(Provider):
         with open(log, "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                     start_new_session=True, close_fds=True)
-        self._save_tunnels({**self._tunnels(), node: proc.pid})
+        self._update_tunnels(lambda pids: pids.__setitem__(node, proc.pid))
         deadline = time.monotonic() + TUNNEL_READY_TIMEOUT
         while not os.path.exists(sock):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -146,8 +155,7 @@ class RemoteProvider(Provider):
         return sock
 
     def stop_tunnel(self, node: str) -> None:
-        pids = self._tunnels()
-        pid = pids.pop(node, None)
+        pid = self._tunnels().get(node)
         if pid and self._alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -156,7 +164,7 @@ class RemoteProvider(Provider):
                 time.sleep(0.01)
         with contextlib.suppress(OSError):
             os.waitpid(pid, os.WNOHANG) if pid else None
-        self._save_tunnels(pids)
+        self._update_tunnels(lambda pids: pids.pop(node, None))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path(node))
 
