@@ -388,7 +388,7 @@ def _network_settings(c: Any) -> dict[str, Any]:
 
 def _standalone_required(owner: Any, c: Any) -> None:
     if not hasattr(owner, "stop_container"):
-        raise NotImplementedYet(f"container {str(getattr(c, 'id', ''))[:12]} is a swarm task: use docker service")
+        raise Conflict(f"container {str(getattr(c, 'id', ''))[:12]} is a swarm task: its service starts it")
 
 
 @routes.post("/containers/create")
@@ -449,19 +449,45 @@ async def start_container(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/{id}/stop")
 async def stop_container(request: web.Request) -> web.StreamResponse:
+    from agents.worker.executor.base import parse_signal
+
     c, owner = await find_owned(request, request.match_info["id"])
-    _standalone_required(owner, c)
     timeout = query_int(request, "t", -1) if request.query.get("t", "") != "" else None
     sig = request.query.get("signal") or None
     if sig is not None:
-        from agents.worker.executor.base import parse_signal
-
         try:
             parse_signal(sig)
         except ValueError:
             raise InvalidParameter(f"Invalid signal: {sig}") from None
+    if not hasattr(owner, "stop_container"):
+        return await _stop_task_container(owner, c, timeout, sig)
     stopped = await owner.stop_container(c.id, timeout, sig)
     return web.Response(status=204 if stopped else 304)
+
+
+async def _stop_task_container(worker: Any, c: Any, timeout: int | None, sig: str | None) -> web.StreamResponse:
+    """`docker stop` of a swarm task's container, as Docker does it: the stop signal, SIGKILL after the
+    grace period; the task then ends and its service replaces it."""
+    import asyncio
+    import signal as _signal
+
+    from agents.worker.executor.base import parse_signal
+
+    if not getattr(c, "running", False):
+        return web.Response(status=304)
+    grace = float(timeout) if timeout is not None and timeout >= 0 else 10.0
+    with contextlib.suppress(ProcessLookupError):
+        await worker.kill(c.id, parse_signal(sig, _signal.SIGTERM))
+    try:
+        async with asyncio.timeout(grace):
+            await c.exited.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            await worker.kill(c.id, _signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await c.exited.wait()
+    return web.Response(status=204)
 
 
 @routes.post("/containers/{id}/kill")

@@ -305,3 +305,22 @@ def test_not_in_a_swarm_is_503(tmp_path_factory: pytest.TempPathFactory) -> None
     finally:
         loner.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_docker_stop_on_a_task_container_lets_the_service_replace_it(
+    node: InProcessNode, client: docker.DockerClient
+) -> None:
+    svc = client.services.create("nginx", name="stoppable")
+    try:
+        wait_for(lambda: any(t["Status"]["State"] == "running" for t in svc.tasks()), what="a running task")
+        ours = [c for c in client.api.containers() if c["Labels"].get("com.docker.swarm.service.name") == "stoppable"]
+        assert len(ours) == 1
+        assert api(node, "POST", f"/containers/{ours[0]['Id']}/stop?t=2").status == 204
+
+        def replaced() -> bool:
+            tasks = svc.tasks()
+            return len(tasks) >= 2 and any(t["Status"]["State"] == "running" for t in tasks)
+
+        wait_for(replaced, what="a replacement for the stopped task")
+    finally:
+        svc.remove()
