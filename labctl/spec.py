@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labctl.errors import UsageError
+from labctl.yamlfile import read_yaml
 
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # RFC 1123 host label: what the tutorials use (node-001, master, node01, worker03).
@@ -323,17 +323,7 @@ def load_spec(path: Path | None) -> LabSpec:
     """Read `lab.yaml`; with no file, the default classroom lab (3 managers, 2 workers)."""
     if path is None:
         return default_spec()
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise SpecError(f"{path}: not valid YAML{at}") from None
-    return parse_spec(data, str(path))
+    return parse_spec(read_yaml(path, SpecError), str(path))
 
 
 def default_spec() -> LabSpec:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from labctl import lifecycle, registry
@@ -103,3 +105,32 @@ def lab_home(tmp_path: Path) -> Iterator[Path]:
             os.environ.pop("LABCTL_HOME", None)
         else:
             os.environ["LABCTL_HOME"] = old
+
+
+@dataclass
+class DockerNode:
+    """A lab node as the standard docker CLI on the host sees it (``DOCKER_HOST`` = its agent)."""
+
+    docker_host: str
+    ip: str
+    name: str = ""
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env["DOCKER_HOST"] = self.docker_host
+        p = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} exited {p.returncode}\n{p.stdout}{p.stderr}")
+        return p
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll a condition a lab reaches asynchronously; fail the test naming it if it never holds."""
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")

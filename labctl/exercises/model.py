@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from labctl.errors import UsageError
 from labctl.exercises.checks.registry import Params, get_kind
 from labctl.exercises.durations import Duration
 from labctl.spec import LabSpec, SpecError, _format_errors, parse_spec
+from labctl.yamlfile import read_yaml
 
 ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 NODE_SELECTORS = ("all", "managers", "workers")
@@ -244,17 +244,7 @@ def parse_exercise(data: Any, source: str = "exercise") -> Exercise:
 
 
 def load_exercise(path: Path) -> Exercise:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ExerciseError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise ExerciseError(f"{path}: not valid YAML{at}") from None
-    return parse_exercise(data, str(path))
+    return parse_exercise(read_yaml(path, ExerciseError), str(path))
 
 
 def search_dirs() -> list[Path]:

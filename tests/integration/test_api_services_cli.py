@@ -8,48 +8,21 @@ client or the privileges netns labs need.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.labfixtures import LabHandle, lab_home, unique_lab
+from tests.labfixtures import DockerNode as Member
+from tests.labfixtures import LabHandle, eventually, lab_home, unique_lab
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker client binary is not installed"),
 ]
-
-
-@dataclass
-class Member:
-    docker_host: str
-    ip: str
-    name: str
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env["DOCKER_HOST"] = self.docker_host
-        p = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {p.returncode}\n{p.stdout}{p.stderr}")
-        return p
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture

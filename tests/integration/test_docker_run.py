@@ -9,49 +9,23 @@ the node. Skipped without the docker client or the privileges netns labs need.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.labfixtures import LabHandle, lab_home, unique_lab
+from tests.labfixtures import DockerNode as Node
+from tests.labfixtures import LabHandle, eventually, lab_home, unique_lab
 
 pytestmark = [
     pytest.mark.timeout(300),
     pytest.mark.netns,
     pytest.mark.skipif(shutil.which("docker") is None, reason="the docker client binary is not installed"),
 ]
-
-
-@dataclass
-class Node:
-    docker_host: str
-    ip: str
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env["DOCKER_HOST"] = self.docker_host
-        p = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {p.returncode}\n{p.stdout}{p.stderr}")
-        return p
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def http_get(url: str) -> str | None:
@@ -70,7 +44,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     try:
         record = lab.up()
         n = record.spec.nodes[0]
-        yield Node(lab.provider.docker_host(n.name), str(n.ip))
+        yield Node(lab.provider.docker_host(n.name), str(n.ip), n.name)
     finally:
         lab.destroy_and_check()
         next(home, None)
