@@ -39,6 +39,7 @@ err = Console(stderr=True, highlight=False)
 LabOpt = Annotated[str | None, typer.Option("--lab", "-l", help="The lab to act on (default: the only lab).")]
 FileOpt = Annotated[Path | None, typer.Option("--file", "-f", help="A lab.yaml; its name picks the lab.")]
 NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. manager1.")]
+LabArg = Annotated[str | None, typer.Argument(help="The lab (same as --lab).", show_default=False)]
 
 T = TypeVar("T")
 
@@ -58,6 +59,13 @@ def provider_for(record: LabRecord) -> Provider:
 
         return SshProvider(record)
     raise UsageError(f"provider {kind!r} is not available in this version of labctl (use provider: netns)")
+
+
+def _one_lab(positional: str | None, option: str | None) -> str | None:
+    """`labctl down mylab` and `labctl down --lab mylab` mean the same; both naming different labs is an error."""
+    if positional is not None and option is not None and positional != option:
+        raise UsageError(f"two labs named: {positional!r} and --lab {option!r}")
+    return positional if positional is not None else option
 
 
 def _lab_from(lab: str | None, file: Path | None) -> LabRecord:
@@ -105,10 +113,11 @@ def up(file: FileOpt = None, via: ViaOpt = None) -> None:
 
 
 @app.command()
-def down(lab: LabOpt = None, file: FileOpt = None) -> None:
+def down(name: LabArg = None, lab: LabOpt = None, file: FileOpt = None) -> None:
     """Remove the lab and everything it created: namespaces, links, rules, processes and state."""
     from labctl import lifecycle
 
+    lab = _one_lab(name, lab)
     spec_name = load_spec(file).name if file is not None else None
     if lab is None and spec_name is None and not registry.names():
         out.print("no lab exists; nothing to do")
@@ -123,12 +132,13 @@ def down(lab: LabOpt = None, file: FileOpt = None) -> None:
 
 @app.command()
 def status(
+    name: LabArg = None,
     lab: LabOpt = None,
     file: FileOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show each node: role, IP, agent state, swarm state and leader."""
-    record = _lab_from(lab, file)
+    record = _lab_from(_one_lab(name, lab), file)
     provider = provider_for(record)
     if as_json:
         nodes = provider.status()

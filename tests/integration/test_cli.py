@@ -51,7 +51,7 @@ def test_bad_spec_exits_2_with_one_line_and_creates_nothing(cli: Cli, tmp_path: 
 
 
 def test_usage_errors_exit_2(cli: Cli) -> None:
-    for args in (["bogus"], ["exec"], ["halt"], ["status", "--jsn"]):
+    for args in (["bogus"], ["exec"], ["halt"], ["status", "--jsn"], ["down", "a", "--lab", "b"]):
         res = cli(*args, check=False)
         assert res.returncode == 2, args
         _no_traceback(res)
@@ -63,6 +63,9 @@ def test_verbs_without_a_lab(cli: Cli) -> None:
     assert cli("down").stdout.strip() == "no lab exists; nothing to do"
     res = cli("env", "manager1", "--lab", "nope", check=False)
     assert res.returncode == 1 and "no lab named 'nope'" in res.stderr
+    for args in (["status", "nope"], ["down", "nope"]):  # the lab as a positional argument, like --lab
+        res = cli(*args, check=False)
+        assert res.returncode == 1 and "no lab named 'nope'" in res.stderr, args
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ def test_cli_lifecycle_with_the_real_docker_cli(cli: Cli, lab_spec: tuple[str, P
     ]
     assert [n["leader"] for n in doc["nodes"]] == [True, False]
     assert {"name", "role", "ip", "state", "swarm"} <= set(doc["nodes"][0])
-    table = cli("status", "--lab", name).stdout
+    table = cli("status", name).stdout
     assert "manager1" in table and "running" in table
 
     # `eval $(labctl env NODE)` points the standard docker CLI at the node.
