@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := iproute2 nftables openssh-server util-linux procps iputils-ping curl default-mysql-client redis-tools
-TEST_APT_PACKAGES := vagrant
+TEST_APT_PACKAGES := vagrant docker.io busybox
 STAMP := $(VENV)/.installed
 
 
@@ -19,7 +19,9 @@ test: deps testdeps lint typecheck
 
 deps: sysdeps $(STAMP) compile
 
-testdeps: sysdeps  # Debian's vagrant: rendered Vagrantfiles must pass `vagrant validate` (no VirtualBox needed)
+# Debian's vagrant: rendered Vagrantfiles must pass `vagrant validate` (no VirtualBox needed). docker.io + busybox:
+# the docker executor's tests start a private dockerd and import a busybox rootfs (the service is never started).
+testdeps: sysdeps
 	@bash scripts/install-sysdeps.sh $(TEST_APT_PACKAGES)
 
 sysdeps:

@@ -34,14 +34,19 @@ log = logging.getLogger(__name__)
 
 
 def make_executor(state_dir: str) -> Executor:
-    """The node's executor: the process executor, or a real engine's when ``LABAGENT_EXECUTOR=docker``
-    (a VM lab with Docker installed; ``LABAGENT_DOCKER_HOST`` names its socket)."""
+    """The node's executor: a real Docker engine's when one answers at ``LABAGENT_DOCKER_HOST`` (a VM lab
+    with Docker installed) or ``LABAGENT_EXECUTOR=docker``, else the process executor
+    (`agents.worker.executor.docker.choose_executor` has the rules)."""
     import os
 
-    if os.environ.get("LABAGENT_EXECUTOR", "process") == "docker":
+    from agents.worker.executor.docker import choose_executor
+
+    choice = choose_executor(os.environ)
+    log.info("task executor: %s (%s)", choice.kind, choice.reason)
+    if choice.kind == "docker":
         from agents.worker.executor.docker import DockerExecutor
 
-        return DockerExecutor(os.environ.get("LABAGENT_DOCKER_HOST", "unix:///var/run/docker.sock"))
+        return DockerExecutor(choice.engine, state_dir)
     from agents.worker.executor.process import ProcessExecutor
 
     return ProcessExecutor(state_dir)
