@@ -86,6 +86,10 @@ class MeshAgent:
         if self.mode == MODE_NFT:
             self._lab_dev = await overlay.lab_device(self.runner, self.lab_ip)
             await overlay.prepare_node(self.runner)
+            if await overlay.bridged_nat(self.runner):
+                self.reason = ("br_netfilter sends bridged IPv4 through the ip hooks here: a task whose VIP "
+                               "picks itself is not answered")
+                log.warning("mesh: %s", self.reason)
             await self.runner.nft(rules.base_script(self.lab_ip))
         self._started = True
         log.info("mesh: %s (%s overlay)%s", self.mode, self.overlay_mode, f": {why}" if why else "")
@@ -105,7 +109,7 @@ class MeshAgent:
 
     def info(self) -> dict[str, Any]:
         return {"Mode": self.mode or "off", "Overlay": self.overlay_mode, "Services": len(self.table.services),
-                "Reason": self.reason}
+                "Nft": self.runner.nft_backend if self.mode == MODE_NFT else "", "Reason": self.reason}
 
     # ---------------------------------------------------------------------------------- messages
 

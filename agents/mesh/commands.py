@@ -1,11 +1,18 @@
 """Running ``nft``, ``ip`` and ``bridge`` in the node's network namespace (the agent's own, or one given
-as a path for tests), each as one batch: nft batches are single kernel transactions."""
+as a path for tests), each as one batch: nft batches are single kernel transactions. nft goes through
+libnftables in-process where it can (`agents.mesh.libnft`: no process, cached ruleset), else the binary."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+from agents.mesh import libnft
+
+_NFT_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-nft")
+"""libnftables calls block (netlink): one thread of their own, never queued behind other work."""
 
 
 class CommandError(Exception):
@@ -15,8 +22,10 @@ class CommandError(Exception):
 class Runner:
     """``netns``: a namespace path (``/run/netns/x`` or ``/proc/PID/ns/net``); None = this process's."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, use_lib: bool = True) -> None:
         self.netns = netns
+        self.use_lib = use_lib and netns is None
+        """libnftables only in this process's own namespace (its netlink socket lives there)."""
 
     def _argv(self, argv: list[str]) -> list[str]:
         if self.netns is None:
@@ -35,10 +44,24 @@ class Runner:
             raise CommandError(err.decode(errors="replace").strip() or f"{argv[0]} exited {proc.returncode}")
         return out.decode(errors="replace")
 
+    @property
+    def nft_backend(self) -> str:
+        """``libnftables`` or ``nft`` (the binary): how `nft` reaches the kernel."""
+        return "libnftables" if self.use_lib and libnft.shared() is not None else "nft"
+
     async def nft(self, commands: list[str]) -> None:
-        """One atomic transaction (``nft -f -``)."""
-        if commands:
-            await self.run(["nft", "-f", "-"], "\n".join(commands) + "\n")
+        """One atomic transaction (``nft -f -`` syntax and semantics)."""
+        if not commands:
+            return
+        script = "\n".join(commands) + "\n"
+        lib = libnft.shared() if self.use_lib else None
+        if lib is None:
+            await self.run(["nft", "-f", "-"], script)
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(_NFT_THREAD, lib.run, script)
+        except libnft.NftError as e:
+            raise CommandError(str(e)) from None
 
     async def ip(self, commands: list[str], *, force: bool = True) -> None:
         """``ip -batch``; with ``force`` a failing line ("File exists") does not stop the rest."""
@@ -74,7 +97,7 @@ class Runner:
 
 async def nft_usable(runner: Runner) -> tuple[bool, str]:
     """Can this node program nftables NAT (binary present, privileges, nat/numgen/fib support)?"""
-    if shutil.which("nft") is None:
+    if shutil.which("nft") is None and not (runner.use_lib and libnft.shared() is not None):
         return False, "nft not found"
     if os.geteuid() != 0:
         return False, "not root"

@@ -5,7 +5,9 @@ node) plus a VXLAN device ``vxm<vni>`` (dstport 4789, over the lab interface) en
 Learning mode with head-end replication: an all-zero FDB entry per other node floods broadcast/unknown
 frames (ARP) to every peer, and the VXLAN device learns remote task MACs from what it receives. The
 gateway and VIP addresses exist on every node, so ARP for them must stay node-local: the bridge table
-in `rules.base_script` drops such ARP on VXLAN ports.
+in `rules.base_script` drops such ARP on VXLAN ports, and turns the node's own requests into ARP
+probes there (a task updates the entry of any sender it hears, its gateway's included). Each bridge
+gets a fixed MAC (`bridge_mac`): the gateway's MAC must not change under the tasks.
 
 Without VXLAN (``static`` mode) each node routes every remote task address (/32) to the lab IP of the
 task's node and answers ARP for it on its bridges (proxy ARP): same reachability, routed not bridged.
@@ -13,6 +15,7 @@ task's node and answers ARP for it on its bridges (proxy ARP): same reachability
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -65,13 +68,22 @@ def desired(table: MeshTable, node_id: str, lab_ip: str, mode: str) -> OverlaySt
     return st
 
 
+def bridge_mac(lab_ip: str, bridge: str) -> str:
+    """A fixed, node-unique MAC for a task bridge. A bridge without one takes the lowest MAC of its
+    ports and changes it when a task's veth comes or goes; the node's tasks keep the old MAC for their
+    gateway until ARP notices (seconds), and their replies are flooded into the overlay meanwhile."""
+    digest = hashlib.sha256(f"{lab_ip}/{bridge}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))  # locally administered, unicast
+
+
 def diff(old: OverlayState, new: OverlayState, lab_ip: str, lab_dev: str) -> tuple[list[str], list[str]]:
     """``ip`` and ``bridge`` batch lines turning ``old`` into ``new``."""
     ip: list[str] = []
     br: list[str] = []
     for name, addr in new.bridges.items():
         if old.bridges.get(name) != addr:
-            ip += [f"link add {name} type bridge", f"addr add {addr} dev {name}", f"link set {name} up"]
+            ip += [f"link add {name} type bridge", f"link set {name} address {bridge_mac(lab_ip, name)}",
+                   f"addr add {addr} dev {name}", f"link set {name} up"]
     for vx, bridge in new.vxlans.items():
         if vx not in old.vxlans:
             vni = vx.removeprefix("vxm")
@@ -111,14 +123,31 @@ async def lab_device(runner: Runner, lab_ip: str) -> str:
     return "eth0"
 
 
+BRIDGE_NF_SYSCTL = "net.bridge.bridge-nf-call-iptables"
+
+
 async def prepare_node(runner: Runner) -> None:
     """Routing the mesh needs: forwarding on, no ICMP redirects (DNAT hairpins out the interface it came
-    in on), loose reverse-path checks (replies from a task come back over the lab, not the overlay)."""
+    in on), loose reverse-path checks (replies from a task come back over the lab, not the overlay).
+
+    And bridged IPv4 kept out of the ip hooks (``br_netfilter``, built into many kernels and on by default
+    in every namespace): with it, a task's packet to a VIP is DNATed while still inside the bridge and,
+    the backend being on the same bridge, switched at L2 to the backend's port. When the pick is the
+    sending task itself that is the port the frame came in on, which a bridge never sends back out
+    (no hairpin mode): the SYN is dropped, the retransmit takes the next ``numgen`` pick, so every
+    connection costs one second and lands on the other backend. Routed, DNAT + SNAT just work."""
     await runner.sysctl("net.ipv4.ip_forward", "1")
     await runner.sysctl("net.ipv4.conf.all.send_redirects", "0")
     await runner.sysctl("net.ipv4.conf.default.send_redirects", "0")
     if (await runner.read_sysctl("net.ipv4.conf.all.rp_filter")) == "1":
         await runner.sysctl("net.ipv4.conf.all.rp_filter", "2")
+    if (await runner.read_sysctl(BRIDGE_NF_SYSCTL)) == "1":  # per namespace since Linux 5.3
+        await runner.sysctl(BRIDGE_NF_SYSCTL, "0")
+
+
+async def bridged_nat(runner: Runner) -> bool:
+    """True when bridged IPv4 still goes through the ip hooks (the sysctl could not be turned off)."""
+    return (await runner.read_sysctl(BRIDGE_NF_SYSCTL)) == "1"
 
 
 async def apply(runner: Runner, old: OverlayState, new: OverlayState, lab_ip: str, lab_dev: str,

@@ -12,9 +12,11 @@ Shape (kube-proxy's nftables mode, shrunk)::
     forward (filter): a task bridge may not route into another task bridge (overlay isolation)
 
 (One chain per service and port with an inline numgen map rather than kube-proxy's endpoint chains:
-nft reads the whole ruleset before each transaction, so fewer chains keep updates fast at 100
-services.) Every change is one transaction: a service's chains and map elements are replaced
-together, so a connection sees either the old or the new backend set, never a half-built one.
+fewer objects for nft's ruleset cache.) Every change is one transaction holding only the changed
+services' chains and map elements (`service_diff`), run through libnftables in-process
+(`agents.mesh.libnft`), so a connection sees either the old or the new backend set, never a
+half-built one. Replacing a chain's rule restarts its ``numgen`` counter at 0: harmless, since
+changes are rare next to connections and the next pick simply starts over the new backend list.
 """
 
 from __future__ import annotations
@@ -129,6 +131,10 @@ def base_script(lab_ip: str) -> list[str]:
         f'add rule {b} forward iifname "{VXLAN_PREFIX}*" arp daddr ip @anycast drop',
         f"add chain {b} output {{ type filter hook output priority 0; policy accept; }}",
         f'add rule {b} output oifname "{VXLAN_PREFIX}*" arp saddr ip @anycast arp operation reply drop',
+        # the node asking for a remote task's MAC: as an ARP probe (sender 0.0.0.0), so the remote task
+        # does not take this node's MAC for its gateway (ARP updates the sender's entry on every host)
+        f'add rule {b} output oifname "{VXLAN_PREFIX}*" arp operation request arp saddr ip @anycast '
+        f"arp saddr ip set 0.0.0.0",
     ]
 
 

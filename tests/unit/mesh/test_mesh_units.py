@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 
-from agents.mesh import rules
+import pytest
+
+from agents.mesh import libnft, overlay, rules
+from agents.mesh.commands import Runner
 from agents.mesh.dns import answer_query
 from agents.mesh.proxy import PortProxy
 from agents.mesh.table import MeshNetwork, MeshPort, MeshService, MeshTable, MeshTask
@@ -122,3 +126,69 @@ def test_proxy_round_robin_and_skips_dead_backends() -> None:
         s2.close()
 
     asyncio.run(main())
+
+
+class _FakeRunner(Runner):
+    """Records sysctl writes; reads answer from ``values``."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(use_lib=False)
+        self.values = values
+        self.written: dict[str, str] = {}
+
+    async def sysctl(self, key: str, value: str) -> None:
+        self.written[key] = value
+
+    async def read_sysctl(self, key: str) -> str:
+        return self.values.get(key, "")
+
+
+def test_prepare_node_keeps_bridged_ipv4_out_of_the_ip_hooks() -> None:
+    on = _FakeRunner({"net.bridge.bridge-nf-call-iptables": "1", "net.ipv4.conf.all.rp_filter": "1"})
+    asyncio.run(overlay.prepare_node(on))
+    assert on.written["net.bridge.bridge-nf-call-iptables"] == "0"
+    assert on.written["net.ipv4.conf.all.rp_filter"] == "2" and on.written["net.ipv4.ip_forward"] == "1"
+    absent = _FakeRunner({})  # no br_netfilter in this kernel: nothing to turn off
+    asyncio.run(overlay.prepare_node(absent))
+    assert "net.bridge.bridge-nf-call-iptables" not in absent.written
+
+
+def test_bridges_get_a_fixed_node_unique_mac_before_they_come_up() -> None:
+    t = table()
+    new = overlay.desired(t, "n1", "192.168.56.11", "vxlan")
+    ip, _ = overlay.diff(overlay.OverlayState(), new, "192.168.56.11", "eth0")
+    br = rules.bridge_name("ing")
+    mac = overlay.bridge_mac("192.168.56.11", br)
+    assert re.fullmatch(r"02(:[0-9a-f]{2}){5}", mac)
+    assert ip.index(f"link set {br} address {mac}") < ip.index(f"link set {br} up")
+    assert mac == overlay.bridge_mac("192.168.56.11", br) != overlay.bridge_mac("192.168.56.12", br)
+    again, _ = overlay.diff(new, new, "192.168.56.11", "eth0")
+    assert not any("address" in c for c in again)  # an unchanged bridge is left alone
+
+
+def test_node_arp_over_vxlan_is_a_probe() -> None:
+    script = rules.base_script("192.168.56.11")
+    assert ('add rule bridge labctl-mesh output oifname "vxm*" arp operation request arp saddr ip @anycast '
+            "arp saddr ip set 0.0.0.0") in script
+
+
+def test_libnftables_reports_nft_errors() -> None:
+    lib = libnft.shared()
+    if lib is None:
+        pytest.skip("libnftables is not installed")
+    with pytest.raises(libnft.NftError, match="syntax error"):
+        lib.run("this is not nft\n")
+
+
+def test_runner_without_the_library_uses_the_binary() -> None:
+    calls: list[tuple[list[str], str]] = []
+
+    class Recording(Runner):
+        async def run(self, argv: list[str], stdin: str = "", *, check: bool = True) -> str:
+            calls.append((argv, stdin))
+            return ""
+
+    asyncio.run(Recording(use_lib=False).nft(["add table ip x", "delete table ip x"]))
+    assert calls == [(["nft", "-f", "-"], "add table ip x\ndelete table ip x\n")]
+    assert Recording(use_lib=False).nft_backend == "nft"
+    assert Runner("/run/netns/other").use_lib is False  # another namespace: never in-process
