@@ -1,4 +1,5 @@
-"""Container endpoints of one node: ``docker ps``, ``inspect``, ``rm -f``, ``logs``, ``stop`` and ``docker run -d``.
+"""Container endpoints of one node: ``docker ps``, ``inspect``, ``rm -f``, ``logs``, ``stop``, ``kill``, ``wait``,
+``docker run`` (create, attach, start, resize), ``docker start [-a]`` and ``docker restart``.
 
 A node's "containers" are what its worker runs (``SwarmNode.worker``, ``agents.worker.agent.Worker``):
 the swarm tasks assigned here, named ``<service>.<slot>.<task id>`` with Docker's ``com.docker.swarm.*``
@@ -6,7 +7,8 @@ labels, plus its standalone containers (``docker run``; `agents.worker.standalon
 one per node in ``NodeContext.standalone``, created on first use, in or out of a swarm). Both provide
 ``find(ref)``, ``logs(ref, ...)``, ``kill(ref)`` and ``remove_container(ref, force)``. ``docker rm -f`` on
 a task's container kills it: the worker reports the task failed (exit 137) and the swarm replaces it, as
-Docker does.
+Docker does. Starting and restarting are for standalone containers only (a service starts its tasks);
+attach relays through `agents.api.attach`, ``docker exec`` lives in `agents.api.execs`.
 """
 
 from __future__ import annotations
@@ -286,6 +288,8 @@ async def inspect_container(request: web.Request) -> web.StreamResponse:
             "HostConfig": {
                 "NetworkMode": "default",
                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+                "AutoRemove": bool(getattr(c, "auto_remove", False)),
+                "LogConfig": {"Type": "json-file", "Config": {}},
                 "PortBindings": _port_map(getattr(c, "requested_ports", None) or []) or None,
             },
             "Config": {
@@ -294,8 +298,7 @@ async def inspect_container(request: web.Request) -> web.StreamResponse:
                 "Cmd": argv or None,
                 "Image": str(getattr(c, "image", "")),
                 "Labels": container_labels(c),
-                "Tty": False,
-                "OpenStdin": False,
+                **_stdio_config(c),
             },
             "NetworkSettings": _network_settings(c),
             "Mounts": [],
@@ -386,6 +389,14 @@ def _network_settings(c: Any) -> dict[str, Any]:
     }
 
 
+def _stdio_config(c: Any) -> dict[str, bool]:
+    """Config.Tty/OpenStdin/StdinOnce/Attach* as created (the CLI's ``docker start -a`` reads them)."""
+    config = getattr(c, "config", None)
+    config = config if isinstance(config, dict) else {}
+    keys = ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce")
+    return {k: bool(config.get(k)) for k in keys}
+
+
 def _standalone_required(owner: Any, c: Any) -> None:
     if not hasattr(owner, "stop_container"):
         raise Conflict(f"container {str(getattr(c, 'id', ''))[:12]} is a swarm task: its service starts it")
@@ -426,32 +437,46 @@ async def create_container(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/{id}/start")
 async def start_container(request: web.Request) -> web.StreamResponse:
-    from agents.worker.executor.base import StartFailed
-    from agents.worker.standalone import PortAllocated
-
     ref = request.match_info["id"]
     c, owner = await find_owned(request, ref)
     if _state(c) == "running":
         return web.Response(status=304)
     _standalone_required(owner, c)
-    if _state(c) == "exited":
-        raise NotImplementedYet("restarting a stopped container is not supported: docker rm it and docker run again")
+    await _start_standalone(owner, c)
+    return web.Response(status=204)
+
+
+async def _start_standalone(owner: Any, c: Any) -> None:
+    """Start (or run again, when exited) a standalone container; Docker's texts for what goes wrong."""
+    from agents.worker.executor.base import StartFailed
+    from agents.worker.standalone import PortAllocated
+
     try:
         await owner.start_container(c.id)
+    except LookupError:
+        raise NotFound(f"No such container: {c.id}") from None
     except PortAllocated as exc:
         raise ApiError(500, str(exc)) from None
     except StartFailed as exc:
         raise ApiError(500, str(exc)) from None
     except OSError as exc:
         raise ApiError(500, f"failed to start container {c.id[:12]}: {exc}") from None
+
+
+@routes.post("/containers/{id}/restart")
+async def restart_container(request: web.Request) -> web.StreamResponse:
+    """``docker restart``: stop (signal, grace, SIGKILL) if running, then start again."""
+    c, owner = await find_owned(request, request.match_info["id"])
+    timeout, sig = _stop_options(request)
+    _standalone_required(owner, c)
+    await owner.stop_container(c.id, timeout, sig)
+    await _start_standalone(owner, c)
     return web.Response(status=204)
 
 
-@routes.post("/containers/{id}/stop")
-async def stop_container(request: web.Request) -> web.StreamResponse:
+def _stop_options(request: web.Request) -> tuple[int | None, str | None]:
     from agents.worker.executor.base import parse_signal
 
-    c, owner = await find_owned(request, request.match_info["id"])
     timeout = query_int(request, "t", -1) if request.query.get("t", "") != "" else None
     sig = request.query.get("signal") or None
     if sig is not None:
@@ -459,6 +484,13 @@ async def stop_container(request: web.Request) -> web.StreamResponse:
             parse_signal(sig)
         except ValueError:
             raise InvalidParameter(f"Invalid signal: {sig}") from None
+    return timeout, sig
+
+
+@routes.post("/containers/{id}/stop")
+async def stop_container(request: web.Request) -> web.StreamResponse:
+    c, owner = await find_owned(request, request.match_info["id"])
+    timeout, sig = _stop_options(request)
     if not hasattr(owner, "stop_container"):
         return await _stop_task_container(owner, c, timeout, sig)
     stopped = await owner.stop_container(c.id, timeout, sig)
@@ -517,7 +549,8 @@ async def kill_container(request: web.Request) -> web.StreamResponse:
 @routes.post("/containers/{id}/wait")
 async def wait_container(request: web.Request) -> web.StreamResponse:
     """Headers go out at once (the CLI's ``docker run`` waits for them before it starts the container),
-    the body when the container exits."""
+    the body when the condition is met: ``not-running``, ``next-exit`` or ``removed`` (standalone
+    containers follow Docker exactly, across restarts and ``--rm``)."""
     import json
 
     c = await find_container(request, request.match_info["id"])
@@ -526,11 +559,57 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
         raise InvalidParameter(f"invalid condition: {condition}")
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     await resp.prepare(request)
-    exited = getattr(c, "exited", None)
-    if exited is not None and not (condition != "next-exit" and _state(c) == "exited"):
-        await exited.wait()
-    body = {"StatusCode": int(getattr(c, "exit_code", 0) or 0), "Error": None}
+    wait = getattr(c, "wait", None)
+    if callable(wait):
+        code = int(await wait(condition))
+    else:
+        exited = getattr(c, "exited", None)
+        if exited is not None and not (condition != "next-exit" and _state(c) == "exited"):
+            await exited.wait()
+        code = int(getattr(c, "exit_code", 0) or 0)
+    body = {"StatusCode": code, "Error": None}
     with contextlib.suppress(ConnectionResetError):
         await resp.write(json.dumps(body).encode() + b"\n")
         await resp.write_eof()
     return resp
+
+
+# ---------------------------------------------------------------------------------- attach, resize
+
+
+@routes.post("/containers/{id}/attach")
+async def attach_container(request: web.Request) -> web.StreamResponse:
+    """``docker attach`` and the attach of ``docker run``/``docker start -a``: the hijacked connection
+    (`agents.api.hijack`) carries the container's stdio (`attach.relay`)."""
+    from agents.api import attach
+    from agents.api.hijack import hijack, stream_content_type
+    from agents.api.httputil import api_version
+
+    opts = attach.AttachOptions.from_request(request)
+    await request.read()  # a body (none is expected) must not turn into the container's stdin
+    c, owner = await find_owned(request, request.match_info["id"])
+    tty = bool(getattr(c, "tty", False))
+    try:
+        resp, stream = await hijack(request, stream_content_type(tty, api_version(request)))
+    except ConnectionError:
+        return web.Response(status=204)  # the client left before the stream began
+    try:
+        await attach.relay(owner, c, stream, tty, opts)
+    finally:
+        stream.close()
+    return resp
+
+
+@routes.post("/containers/{id}/resize")
+async def resize_container(request: web.Request) -> web.StreamResponse:
+    height = query_int(request, "h", -1)
+    width = query_int(request, "w", -1)
+    if not (0 <= height <= 0xFFFF and 0 <= width <= 0xFFFF):
+        raise InvalidParameter("invalid resize: h and w must be integers between 0 and 65535")
+    c, owner = await find_owned(request, request.match_info["id"])
+    if not getattr(c, "running", False):
+        raise Conflict(f"Container {getattr(c, 'id', '')} is not running")
+    resize = getattr(owner, "resize", None)
+    if callable(resize) and getattr(c, "tty", False):
+        await resize(c, height, width)
+    return web.Response(status=200)

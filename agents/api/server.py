@@ -34,6 +34,7 @@ AREAS: tuple[str, ...] = (
     "agents.api.tasks",
     "agents.api.logs",
     "agents.api.containers",
+    "agents.api.execs",
     "agents.api.images",
 )
 """Modules (each with a module-level ``routes: RouteTable``) served by default, in order."""
