@@ -61,6 +61,8 @@ class CheckSpec(Strict):
             self._args = kind.params.model_validate(self.params)
         except ValidationError as e:
             raise ValueError(f"params of {self.kind}: {_format_errors(e)}") from None
+        if kind.step_only and self.at != "step":
+            raise ValueError(f"{self.kind} watches its step as it happens, so only a run can judge it: give it `at: step`")
         return self
 
     @property

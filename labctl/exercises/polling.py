@@ -27,6 +27,7 @@ class Clock:
 def evaluate_once(check: CheckSpec, ctx: CheckContext, step_id: str) -> tuple[Outcome, bool]:
     """(outcome, crashed): a CheckError is an ordinary failure; any other exception is a bug → error."""
     ctx.step_id = step_id
+    ctx.check_id = check.id
     try:
         return get_kind(check.kind).fn(ctx, check.args), False
     except CheckError as e:

@@ -34,7 +34,15 @@ Saver = Callable[[Progress], None]
 def run_auto(session: Session, lab: str, threshold: float | None = None,
              on_step: Callable[[Step, list[CheckResult]], None] | None = None,
              saver: Saver = store.save) -> LabResult:
-    """Every step in order: faults, `run` commands, checks; stops at the first step that fails."""
+    """Every step in order: watchers, faults, `run` commands, checks; stops at the first step that fails."""
+    try:
+        return _run_auto(session, lab, threshold, on_step, saver)
+    finally:
+        session.close()
+
+
+def _run_auto(session: Session, lab: str, threshold: float | None,
+              on_step: Callable[[Step, list[CheckResult]], None] | None, saver: Saver) -> LabResult:
     t0 = time.monotonic()
     ex = session.exercise
     prog = Progress(exercise=ex.id, lab=lab, memory=session.memory)
@@ -45,16 +53,19 @@ def run_auto(session: Session, lab: str, threshold: float | None = None,
             result.checks += [skipped(step.id, c, f"not run: step {ex.steps[failed_at].id} failed") for c in step.checks]
             continue
         session.record_baseline(step)
+        session.begin_step(step)
         try:
             session.apply_faults(step)
             prog.faulted.append(step.id)
             session.apply_runs(step)
         except StepActionFailed as e:
+            session.end_step(step)
             result.error = str(e)
             result.checks += [skipped(step.id, c, str(e)) for c in step.checks]
             failed_at = i
             continue
         results = session.check([(step.id, c) for c in step.checks])
+        session.end_step(step)
         for r in results:
             prog.record(r)
         result.checks += results
@@ -74,6 +85,13 @@ def run_auto(session: Session, lab: str, threshold: float | None = None,
 def run_guided(session: Session, prog: Progress, ui: GuidedUI, threshold: float | None = None,
                saver: Saver = store.save) -> LabResult | None:
     """The guided loop; returns the result at the end, None when the student quits (progress kept)."""
+    try:
+        return _run_guided(session, prog, ui, threshold, saver)
+    finally:
+        session.close()
+
+
+def _run_guided(session: Session, prog: Progress, ui: GuidedUI, threshold: float | None, saver: Saver) -> LabResult | None:
     t0 = time.monotonic()
     ex = session.exercise
     session.memory = prog.memory
@@ -82,6 +100,7 @@ def run_guided(session: Session, prog: Progress, ui: GuidedUI, threshold: float 
         ui.show_step(step, prog.step, len(ex.steps))
         if step.id not in prog.faulted:
             session.record_baseline(step)
+            session.begin_step(step)
             try:
                 session.apply_faults(step)
             except StepActionFailed as e:
@@ -90,6 +109,8 @@ def run_guided(session: Session, prog: Progress, ui: GuidedUI, threshold: float 
                 return None
             prog.faulted.append(step.id)
             saver(prog)
+        else:
+            session.begin_step(step)  # resumed: the watchers cover this attempt
         while True:
             choice = ui.ask()
             if choice == "quit":
@@ -110,6 +131,7 @@ def run_guided(session: Session, prog: Progress, ui: GuidedUI, threshold: float 
             if all(r.passed for r in results):
                 break
             ui.show_hints(step, results)
+        session.end_step(step)
         prog.step += 1
         saver(prog)
     result = session.new_result(prog.lab, threshold)

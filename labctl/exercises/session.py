@@ -1,5 +1,5 @@
-"""What the runner and grader share: checks polled against a target, step baselines, applying a step's
-faults and `run` commands."""
+"""What the runner and grader share: checks polled against a target, step baselines, watchers that run
+while a step happens (`begin_step`/`end_step`), applying a step's faults and `run` commands."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from labctl import faults
 from labctl.errors import LabError
 from labctl.exercises.checks.context import CheckContext
 from labctl.exercises.checks.nodes import current_leader, leader_key
-from labctl.exercises.checks.registry import CheckError
+from labctl.exercises.checks.registry import CheckError, Watcher, get_kind
 from labctl.exercises.model import CheckSpec, Exercise, Step
 from labctl.exercises.polling import Clock, poll
 from labctl.exercises.results import CheckResult, LabResult
@@ -35,9 +35,36 @@ class Session:
     clock: Clock = field(default_factory=Clock)
     interval: float = 0.5
     log: Callable[[str], None] = lambda _msg: None
+    watchers: dict[str, Watcher] = field(default_factory=dict)  # check id → what its kind's `begin` started
 
     def context(self) -> CheckContext:
-        return CheckContext(self.target, self.memory)
+        return CheckContext(self.target, self.memory, self.watchers)
+
+    def begin_step(self, step: Step) -> None:
+        """Start the watchers of the step's checks (e.g. a client loop); a watcher left from an earlier
+        showing of the step (a resumed guided session) is replaced, so it covers this attempt."""
+        ctx = self.context()
+        for c in step.checks:
+            kind = get_kind(c.kind)
+            if kind.begin is None:
+                continue
+            self._stop(c.id)
+            ctx.step_id, ctx.check_id = step.id, c.id
+            self.watchers[c.id] = kind.begin(ctx, c.args)
+
+    def end_step(self, step: Step) -> None:
+        for c in step.checks:
+            self._stop(c.id)
+
+    def close(self) -> None:
+        """Stop every watcher still running (the run ends, or the student quits)."""
+        for check_id in list(self.watchers):
+            self._stop(check_id)
+
+    def _stop(self, check_id: str) -> None:
+        watcher = self.watchers.pop(check_id, None)
+        if watcher is not None:
+            watcher.stop()
 
     def record_baseline(self, step: Step) -> None:
         """What `node.leader_changed` compares with: the leader as the step starts (None if unreadable)."""

@@ -1,5 +1,5 @@
 """Imports every module that registers built-in check kinds."""
 
-from labctl.exercises.checks import command, http, nodes, secrets, services, swarm, tasks
+from labctl.exercises.checks import command, http, httploop, nodes, secrets, services, swarm, tasks
 
-__all__ = ["command", "http", "nodes", "secrets", "services", "swarm", "tasks"]
+__all__ = ["command", "http", "httploop", "nodes", "secrets", "services", "swarm", "tasks"]

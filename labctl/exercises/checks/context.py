@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from labctl.exercises.checks.registry import CheckError
+from labctl.exercises.checks.registry import CheckError, Watcher
 from labctl.exercises.target import Target
 
 
@@ -29,11 +29,14 @@ def attrs_of(obj: Any) -> dict[str, Any]:
 
 
 class CheckContext:
-    def __init__(self, target: Target, memory: dict[str, Any] | None = None) -> None:
+    def __init__(self, target: Target, memory: dict[str, Any] | None = None,
+                 watchers: dict[str, Watcher] | None = None) -> None:
         self.target = target
         self.lab = target.lab
         self.memory: dict[str, Any] = memory if memory is not None else {}
+        self.watchers: dict[str, Watcher] = watchers if watchers is not None else {}  # check id → its watcher
         self.step_id: str | None = None  # the step whose check is being evaluated
+        self.check_id: str | None = None  # the check being evaluated (or begun)
         self._cache: dict[Any, Any] = {}
 
     # ----- rounds ------------------------------------------------------------------------------------------

@@ -152,26 +152,50 @@ def test_dca_scaled_the_wrong_service(fake_time: FakeTime) -> None:
     }
 
 
-def dca_secret(created: bool) -> FakeTarget:
+def dca_secret(created: bool, value: str = "S3cr3t-dca\n") -> FakeTarget:
+    """The secrets step solved: db_pass holds `value`, MySQL took its root password from it (so the
+    client logs in with the lab's password only if `value` is that password)."""
     cluster, target = cluster_of(DCA_NODES, "dca-prep")
     if created:
         cluster.secrets.append({"ID": "sec1", "Spec": {"Name": "db_pass"}})
-    cluster.add_service("mysql_database", image="mysql:5.7", replicas=1)
-    cluster.run_replicas("mysql_database", ["node01"], 1)
-    target.shell = lambda node, cmd: (0, "db_pass=db_pass MYSQL_ROOT_PASSWORD_FILE=/run/secrets/db_pass \n")
+    cluster.add_service("mysql_database", image="mysql:5.7", replicas=1, ports=[(3306, 3306)])
+    files = {"/run/secrets/db_pass": value} if created else {}
+    cluster.add_task("mysql_database", "node01", slot=1, files=files)
+
+    def shell(node: str, cmd: str) -> tuple[int, str]:
+        if cmd.startswith("docker service inspect"):
+            return 0, "db_pass=db_pass MYSQL_ROOT_PASSWORD_FILE=/run/secrets/db_pass \n"
+        if cmd.startswith("mysql ") and "-pS3cr3t-dca" in cmd:
+            if value.strip() != "S3cr3t-dca":
+                return 1, "ERROR 1045 (28000): Access denied for user 'root'@'10.0.0.2' (using password: YES)\n"
+            return 0, "dca\ninformation_schema\nmysql\nperformance_schema\nsys\n"
+        return 127, f"unsupported in the fake: {cmd}"
+
+    target.shell = shell
     return target
 
 
 def test_dca_secret_done_right(fake_time: FakeTime) -> None:
     r = graded(lab_exercise("dca-prep", "secrets"), dca_secret(True), fake_time)
-    assert r.passed, failed(r)
+    assert r.passed and r.score == r.max_score, failed(r)
 
 
 def test_dca_forgot_the_secret(fake_time: FakeTime) -> None:
     r = graded(lab_exercise("dca-prep", "secrets"), dca_secret(False), fake_time)
-    assert failed(r) == {"the secret db_pass exists": (
+    assert failed(r)["the secret db_pass exists"] == (
         "There is no secret named db_pass.",
-        "`echo 'S3cr3t-dca' | docker secret create db_pass -` (mind the final `-`: read from stdin).")}
+        "`echo 'S3cr3t-dca' | docker secret create db_pass -` (mind the final `-`: read from stdin).")
+    assert set(failed(r)) == {"the secret db_pass exists", "the task reads the password at /run/secrets/db_pass"}
+
+
+def test_dca_secret_with_another_password(fake_time: FakeTime) -> None:
+    r = graded(lab_exercise("dca-prep", "secrets"), dca_secret(True, value="hunter2\n"), fake_time)
+    assert set(failed(r)) == {"the task reads the password at /run/secrets/db_pass",
+                              "root logs in with the secret's password and finds the database dca"}
+    login = next(c for c in r.checks if c.title.startswith("root logs in"))
+    assert "Access denied" in login.detail and login.hint.startswith("`mysql -h <node address> -u root -pS3cr3t-dca`")
+    readable = next(c for c in r.checks if c.title.startswith("the task reads"))
+    assert "hunter2" not in readable.detail + str(readable.observed)  # the content is never reported
 
 
 @pytest.mark.parametrize("ports, ok", [("80->30000/ingress ", True), ("80->32767/ingress ", True),
