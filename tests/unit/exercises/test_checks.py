@@ -31,7 +31,7 @@ def test_registry_lists_the_kinds() -> None:
             "node.leader_changed", "nodes.count", "service.exists", "service.mode", "service.replicas",
             "service.image", "service.constraints", "service.ports", "service.update_config", "tasks.count",
             "tasks.per_node", "tasks.replaced", "http.get", "secret.exists", "secret.readable",
-            "command.output"} <= set(kinds())
+            "command.output", "http.loop"} <= set(kinds())
     assert all(k.doc for k in kinds().values())
 
 
