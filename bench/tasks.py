@@ -8,9 +8,11 @@ Two parts, one JSON object on stdout:
   run. Reports ``{"status": "blocked", "reason": ...}`` while the /swarm or /services endpoints (other
   issues) are missing -- never made-up numbers.
 * ``worker``: the worker's share alone, measured now: one node-like network namespace, the real
-  `Worker` + `ProcessExecutor`, 100 nginx tasks assigned at once (as one ``full`` assignments
-  message); per-task time from the assignment's arrival to the RUNNING report, time until all run, and
-  the RSS of the process holding the worker with 20 tasks running (plus the supervisors' RSS).
+  `Worker` + `ProcessExecutor` (with its task launcher), 100 nginx tasks assigned at once (as one
+  ``full`` assignments message); per-task time from the assignment's arrival to the RUNNING report,
+  time until all run, and the RSS of the process holding the worker with 20 tasks running (plus the
+  launcher's RSS and the supervisors' and tasks' RSS and PSS: they are forks of the launcher, so PSS
+  is what each one really adds).
 
 Targets (issue): converged <= 10 s, p50 assigned -> running <= 300 ms, agent RSS <= 60 MB with 20 tasks.
 Needs root. ``--replicas`` / ``--skip-swarm`` for quicker runs.
@@ -53,6 +55,20 @@ def rss_kb(pid: int | str = "self") -> int:
     return 0
 
 
+def pss_kb(pid: int) -> int:
+    """Proportional set size: shims and tasks are forks of the launcher, so most of their RSS is shared."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+SETTLE_S = 2.0
+
+
 class Recorder:
     def __init__(self) -> None:
         self.running_at: dict[str, float] = {}
@@ -93,20 +109,27 @@ async def worker_part(replicas: int, rss_at: int) -> dict[str, Any]:
         while len(rec.running_at) + len(rec.failed) < rss_at:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
-        shim_rss = []
-        task_rss = []
+        shim_rss, task_rss, shim_pss, task_pss = [], [], [], []
         for c in w.executor._containers.values():  # type: ignore[attr-defined]
             r = w.executor._recs[c.id]  # type: ignore[attr-defined]
             shim_rss.append(rss_kb(r.shim_pid))
             task_rss.append(rss_kb(r.pid))
+            shim_pss.append(pss_kb(r.shim_pid))
+            task_pss.append(pss_kb(r.pid))
         rss = {
             "worker_process_rss_mb": round(rss_kb() / 1024, 1),
             "tasks_running": len(rec.running_at),
+            "launcher_rss_kb": rss_kb(w.executor.launcher.pid),  # type: ignore[attr-defined]
             "shim_rss_kb_mean": round(statistics.mean(shim_rss)) if shim_rss else 0,
             "task_rss_kb_mean": round(statistics.mean(task_rss)) if task_rss else 0,
+            "shim_pss_kb_mean": round(statistics.mean(shim_pss)) if shim_pss else 0,
+            "task_pss_kb_mean": round(statistics.mean(task_pss)) if task_pss else 0,
         }
         await w.shutdown_tasks()
         rec.running_at.clear()
+        # The kernel destroys those tasks' namespaces in the background (under the RTNL lock the burst's
+        # veths and namespaces need too): let it finish, so the burst is measured on its own.
+        await asyncio.sleep(SETTLE_S)
         # The burst: `replicas` tasks in one assignments message.
         t0 = time.monotonic()
         await w.apply(Assignments(full=True, tasks=[task(i) for i in range(replicas)]))

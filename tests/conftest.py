@@ -74,7 +74,22 @@ def host_leftovers() -> list[str]:
             continue
         if b"executor/shim.py" in cmd and "0::/tasks/" in cgroup:
             found.append(f"process {proc.name}: {cmd[:80].decode(errors='replace')}")
+        elif b"executor/launcher.py" in cmd and _orphaned_launcher(proc, cmd, cgroup):
+            found.append(f"process {proc.name}: {cmd[:120].decode(errors='replace')}")
     return found
+
+
+def _orphaned_launcher(proc: Path, cmd: bytes, cgroup: str) -> bool:
+    """A task launcher (or a shim it forked: same command line) whose state directory is gone: its test
+    removed the directory but not the processes. Labs' launchers (own cgroup and mount namespace) are
+    never considered."""
+    try:
+        same_mounts = os.readlink(proc / "ns" / "mnt") == os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+    words = cmd.split(b" ")
+    sock = next((w for w in words if w.endswith(b"launcher.sock")), b"")
+    return same_mounts and "0::/labctl/" not in cgroup and bool(sock) and not os.path.isdir(os.path.dirname(sock))
 
 
 def clean_host(found: list[str]) -> None:

@@ -7,10 +7,12 @@ a cgroup parent and a state directory; the fixture removes all of them and asser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,7 +75,7 @@ def node() -> Iterator[Node]:
     try:
         yield n
     finally:
-        leaked = []
+        leaked = [f"process {pid}: {cmd}" for pid, cmd in _wait_gone(state_dir)]
         if cg and os.path.isdir(cg):
             for sub in os.listdir(cg):
                 path = os.path.join(cg, sub)
@@ -84,6 +86,38 @@ def node() -> Iterator[Node]:
         subprocess.run(["ip", "netns", "del", name], check=False)
         shutil.rmtree(state_dir, ignore_errors=True)
         assert not leaked, f"left behind: {leaked}"
+
+
+def node_processes(state_dir: str) -> dict[int, str]:
+    """The launcher and shims of one state directory (they carry its socket path in their command line)."""
+    needle = os.path.join(state_dir, "worker", "launcher.sock").encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if needle in cmd.split(b"\0"):
+                found[int(entry)] = cmd.replace(b"\0", b" ").decode(errors="replace")[-80:]
+    return found
+
+
+def _wait_gone(state_dir: str, timeout: float = 3.0) -> list[tuple[int, str]]:
+    """Give the launcher a moment to notice it is idle; kill and return whatever is still there."""
+    deadline = time.monotonic() + timeout
+    while (left := node_processes(state_dir)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return sorted(left.items())
+
+
+def ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
 def arun(fn: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
@@ -223,6 +257,27 @@ def test_two_nginx_on_one_node_both_listen_on_80(node: Node) -> None:
     arun(body)
 
 
+def test_network_failure_fails_the_task_and_heals(node: Node) -> None:
+    """A bridge deleted behind the agent's back: the task fails with the kernel's reason and leaves
+    nothing; the next task gets the bridge back."""
+
+    async def body() -> None:
+        s = FakeSession()
+        w = Worker(node.state_dir, s, node.executor())
+        await w.apply(assign([make_task("t1", args=["sleep", "100"])]))
+        await s.wait("t1", "running")
+        assert node.run("ip", "link", "del", "tasks0").returncode == 0
+        await w.apply(assign([make_task("t2", args=["sleep", "100"], slot=2)]))
+        u = await s.wait("t2", "failed")
+        assert u["err"] == "network setup failed: find tasks0: No such device" and u["exit_code"] == 128
+        await w.apply(assign([make_task("t3", args=["sleep", "100"], slot=3)]))
+        u = await s.wait("t3", "running")
+        assert inside(u["pid"], "ip", "-o", "-4", "addr", "show", "eth0").returncode == 0
+        await shutdown(w)
+
+    arun(body)
+
+
 def test_allocated_addresses_are_used(node: Node) -> None:
     async def body() -> None:
         s = FakeSession()
@@ -317,7 +372,8 @@ _FIRST_AGENT = textwrap.dedent(
                               make_task("a3", args=["sh", "-c", "sleep 0.3; exit 4"], slot=3)], full=True))
         for t in ("a1", "a2", "a3"):
             await s.wait(t, "running")
-        print(json.dumps({{t: s.latest[t]["pid"] for t in ("a1", "a2", "a3")}}), flush=True)
+        pids = {{t: s.latest[t]["pid"] for t in ("a1", "a2", "a3")}}
+        print(json.dumps({{**pids, "launcher": w.executor.launcher.pid}}), flush=True)
         await asyncio.sleep(1000)
 
     asyncio.run(main())
@@ -325,7 +381,10 @@ _FIRST_AGENT = textwrap.dedent(
 )
 
 
-def test_readoption_after_agent_crash(node: Node) -> None:
+@pytest.mark.parametrize("launcher_dies", [False, True], ids=["launcher-lives", "launcher-killed"])
+def test_readoption_after_agent_crash(node: Node, launcher_dies: bool) -> None:
+    """The agent (and maybe its launcher) is SIGKILLed with tasks running: the next agent adopts them,
+    learns the exit code of one that ended meanwhile, and starts new tasks (on a new launcher if needed)."""
     import json
 
     script = _FIRST_AGENT.format(repo=REPO, state=node.state_dir, netns=node.netns, cg=node.cgroup)
@@ -336,19 +395,25 @@ def test_readoption_after_agent_crash(node: Node) -> None:
     finally:
         first.kill()  # the agent crashes; its tasks must not notice
         first.wait()
+    if launcher_dies:
+        os.kill(pids["launcher"], signal.SIGKILL)
     time.sleep(0.5)  # a3 exits while no agent runs
 
     async def body() -> None:
         s = FakeSession()
-        w = Worker(node.state_dir, s, node.executor())
+        ex = node.executor()
+        w = Worker(node.state_dir, s, ex)
         await w.start()
         a1 = await s.wait("a1", "running")
         assert a1["pid"] == pids["a1"]
+        # The manager's full set (it still believes all three run): nothing is started again, and the
+        # task that exited while no agent ran ends with its own exit code.
+        await w.apply(assign([make_task("a1", args=["sleep", "1000"], status=TaskState.RUNNING),
+                              make_task("a2", image="nginx", slot=2, status=TaskState.RUNNING),
+                              make_task("a3", args=["sh", "-c", "sleep 0.3; exit 4"], slot=3,
+                                        status=TaskState.RUNNING)], full=True))
         a3 = await s.wait("a3", "failed")
         assert a3["exit_code"] == 4 and a3["err"] == "task: non-zero exit (4)"
-        # The manager's full set (the tasks still running): nothing is started again.
-        await w.apply(assign([make_task("a1", args=["sleep", "1000"], status=TaskState.RUNNING),
-                              make_task("a2", image="nginx", slot=2, status=TaskState.RUNNING)], full=True))
         await asyncio.sleep(0.3)
         assert s.states("a1") == ["running"] and s.states("a2") == ["running"]
         assert len(w.containers()) == 2
@@ -359,6 +424,197 @@ def test_readoption_after_agent_crash(node: Node) -> None:
         os.kill(pids["a1"], signal.SIGKILL)
         u = await s.wait("a1", "failed")
         assert u["exit_code"] == 137
+        # New work goes to the surviving launcher, or to a fresh one.
+        await w.apply(assign([make_task("a4", args=["sleep", "100"], slot=4)]))
+        await s.wait("a4", "running")
+        assert (ex.launcher.pid == pids["launcher"]) is not launcher_dies
+        assert ppid(ex._recs[w.find("a4").id].shim_pid) == ex.launcher.pid
         await shutdown(w)
 
     arun(body)
+
+
+def test_one_launcher_forks_every_shim_and_outlives_an_agent_restart(node: Node) -> None:
+    async def body() -> None:
+        s = FakeSession()
+        ex = node.executor()
+        w = Worker(node.state_dir, s, ex)
+        await w.apply(assign([make_task("t1", args=["sleep", "100"]), make_task("t2", image="nginx", slot=2)]))
+        a, b = await s.wait("t1", "running"), await s.wait("t2", "running")
+        launcher = ex.launcher.pid
+        shims = {tid: ex._recs[w.find(tid).id].shim_pid for tid in ("t1", "t2")}
+        assert launcher > 0 and {ppid(p) for p in shims.values()} == {launcher}
+        assert ppid(a["pid"]) == shims["t1"] and ppid(b["pid"]) == shims["t2"]  # programs: the shims' children
+        with open(f"/proc/{b['pid']}/comm") as fh:
+            assert fh.read().strip() == "nginx"  # a catalog program runs in its forked child, named after itself
+        # An agent restart: the launcher keeps its shims, and the next agent connects to it.
+        await w.stop()
+        assert os.path.exists(f"/proc/{launcher}")
+        s2 = FakeSession()
+        ex2 = node.executor()
+        w2 = Worker(node.state_dir, s2, ex2)
+        await w2.start()
+        await w2.apply(assign([make_task("t3", args=["sleep", "100"], slot=3)]))
+        await s2.wait("t3", "running")
+        assert ex2.launcher.pid == launcher
+        assert ppid(ex2._recs[w2.find("t3").id].shim_pid) == launcher
+        await shutdown(w2)
+
+    arun(body)
+    assert _wait_gone(node.state_dir) == []  # idle and unowned: the launcher exits by itself
+
+
+def test_burst_of_starts_beyond_the_launchers_queue(node: Node) -> None:
+    """More starts than the launcher's socket buffer holds while it is busy (stopped, here; the buffer
+    made small): senders wait their turn, and every task starts once it catches up."""
+
+    async def body() -> None:
+        s = FakeSession()
+        ex = node.executor(max_parallel_starts=40)
+        w = Worker(node.state_dir, s, ex)
+        await w.apply(assign([make_task("first", args=["sleep", "100"])]))
+        await s.wait("first", "running")
+        assert ex.launcher._sock is not None
+        ex.launcher._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # ~10 messages, not ~280
+        os.kill(ex.launcher.pid, signal.SIGSTOP)
+        try:
+            await w.apply(assign([make_task(f"b{i}", args=["sleep", "100"], slot=i + 2) for i in range(30)]))
+            await asyncio.sleep(0.5)
+            assert not any(s.states(f"b{i}").count("running") for i in range(30))
+        finally:
+            os.kill(ex.launcher.pid, signal.SIGCONT)
+        for i in range(30):
+            await s.wait(f"b{i}", "running", timeout=20)
+        shims = {ex._recs[w.find(f"b{i}").id].shim_pid for i in range(30)}
+        assert len(shims) == 30 and {ppid(p) for p in shims} == {ex.launcher.pid}
+        await shutdown(w)
+
+    arun(body, timeout=60)
+
+
+def test_launcher_killed_with_starts_in_flight(node: Node) -> None:
+    """Spawn requests the launcher never read die with it (their pipes close): the executor notices the
+    silence, starts a new launcher and the tasks run; tasks the old one started keep running."""
+
+    async def body() -> None:
+        s = FakeSession()
+        ex = node.executor()
+        w = Worker(node.state_dir, s, ex)
+        await w.apply(assign([make_task("before", args=["sleep", "100"])]))
+        before = await s.wait("before", "running")
+        old = ex.launcher.pid
+        os.kill(old, signal.SIGSTOP)
+        await w.apply(assign([make_task(f"k{i}", args=["sleep", "100"], slot=i + 2) for i in range(3)]))
+        await asyncio.sleep(0.3)
+        os.kill(old, signal.SIGKILL)
+        for i in range(3):
+            await s.wait(f"k{i}", "running")
+        assert ex.launcher.pid not in (0, old)
+        assert records_alive(before["pid"])
+        assert s.states("before") == ["accepted", "preparing", "ready", "starting", "running"]
+        await shutdown(w)
+
+    arun(body)
+
+
+def records_alive(pid: int) -> bool:
+    from agents.worker.executor import records
+
+    return records.alive(pid, records.proc_start_time(pid))
+
+
+def test_launcher_running_other_code_retires(node: Node) -> None:
+    """An agent with different code (here: another interpreter path) never uses the old launcher: that
+    one stops listening, keeps serving its own agent, and exits once idle."""
+    other_python = os.path.join(node.state_dir, "python-other")
+    os.symlink(sys.executable, other_python)
+
+    async def body() -> None:
+        s = FakeSession()
+        ex = node.executor()
+        w = Worker(node.state_dir, s, ex)
+        await w.apply(assign([make_task("old", args=["sleep", "100"])]))
+        await s.wait("old", "running")
+        first = ex.launcher.pid
+        s2 = FakeSession()
+        ex2 = node.executor(python=other_python)
+        w2 = Worker(node.state_dir, s2, ex2)
+        await w2.apply(assign([make_task("new", args=["sleep", "100"], slot=2)]))
+        await s2.wait("new", "running")
+        assert ex2.launcher.pid not in (0, first)
+        await w.apply(assign([make_task("old2", args=["sleep", "100"], slot=3)]))  # still served by its own
+        await s.wait("old2", "running")
+        assert ex.launcher.pid == first and ppid(ex._recs[w.find("old2").id].shim_pid) == first
+        await shutdown(w)
+        await shutdown(w2)
+
+    arun(body)
+
+
+def test_mesh_resolv_conf_and_overlay_mtu(node: Node) -> None:
+    async def body() -> None:
+        s = FakeSession()
+        ex = node.executor()
+        ex.net.resolv_conf = lambda gateways: f"nameserver {gateways[0]}\noptions ndots:0\n"  # the mesh's hook
+        w = Worker(node.state_dir, s, ex)
+        await w.apply(assign([make_task("o", args=["sleep", "100"], addresses=[("netxyz", "10.0.9.5/24")]),
+                              make_task("f", args=["sleep", "100"], slot=2)]))
+        o, f = await s.wait("o", "running"), await s.wait("f", "running")
+        assert inside(o["pid"], "cat", "/etc/resolv.conf").stdout == "nameserver 10.0.9.1\noptions ndots:0\n"
+        assert "nameserver 10.0.9.1" not in inside(f["pid"], "cat", "/etc/resolv.conf").stdout  # no overlay
+        link = inside(o["pid"], "ip", "-o", "link", "show", "eth0").stdout
+        assert " mtu 1450 " in link
+        route = inside(o["pid"], "ip", "route", "show", "default").stdout
+        assert route.startswith("default via 10.0.9.1 dev eth0")
+        assert inside(o["pid"], "ip", "-o", "link", "show", "lo").stdout.count("UP") >= 1
+        host_end = node.run("ip", "-o", "link", "show", f"v{o['container_id'][:12]}0").stdout
+        assert "master tn" in host_end and " mtu 1450 " in host_end
+        await shutdown(w)
+
+    arun(body)
+
+
+# ----------------------------------------------------------------------------------------- rtnetlink
+
+
+def test_rtnetlink_requests_and_errors(node: Node) -> None:
+    """The netlink client the shims wire tasks with, checked against iproute2's view."""
+    import errno
+
+    from agents.worker.executor.rtnetlink import NetlinkError, Rtnl
+
+    peer_ns = f"{node.name}p"
+    subprocess.run(["ip", "netns", "add", peer_ns], check=True)
+    try:
+        with Rtnl.open_in(node.netns) as nl, Rtnl.open_in(f"/run/netns/{peer_ns}") as peer:
+            nl.add_bridge("tbrx")
+            with pytest.raises(NetlinkError) as e:
+                nl.add_bridge("tbrx")
+            assert e.value.errno == errno.EEXIST and "add bridge tbrx" in str(e.value)
+            with pytest.raises(NetlinkError) as e:
+                nl.link_index("nosuchlink")
+            assert e.value.errno == errno.ENODEV
+            br = nl.link_index("tbrx")
+            nl.add_address(br, "10.9.0.1/24")
+            fd = os.open(f"/run/netns/{peer_ns}", os.O_RDONLY)
+            try:
+                nl.add_veth("vtx0", "eth0", peer_netns_fd=fd, mtu=1400, master=br)
+            finally:
+                os.close(fd)
+            eth0 = peer.link_index("eth0")
+            peer.add_address(eth0, "10.9.0.5/24")
+            peer.set_up(eth0)
+            peer.set_up(peer.link_index("lo"))
+            peer.add_default_route("10.9.0.1", eth0)
+        host_end = node.run("ip", "-o", "link", "show", "vtx0").stdout
+        assert "master tbrx" in host_end and " mtu 1400 " in host_end and ",UP" in host_end
+        assert "inet 10.9.0.1/24" in node.run("ip", "-o", "addr", "show", "tbrx").stdout
+        run_peer = ["ip", "netns", "exec", peer_ns]
+        out = subprocess.run([*run_peer, "ip", "-o", "addr", "show", "eth0"], capture_output=True, text=True).stdout
+        assert "inet 10.9.0.5/24" in out
+        out = subprocess.run([*run_peer, "ip", "route", "show", "default"], capture_output=True, text=True).stdout
+        assert out.startswith("default via 10.9.0.1 dev eth0")
+        ping = subprocess.run([*run_peer, "ping", "-c", "1", "-W", "2", "10.9.0.1"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", peer_ns], check=False)

@@ -2,9 +2,9 @@
 
 The task's network namespace is created by its supervisor (`shim.py` unshares it), so it lives exactly as
 long as the task's processes: when they are gone the kernel destroys the namespace and both veth ends
-with it -- nothing to leak, nothing to clean after a crash. While the supervisor waits for ``go``, the
-executor wires it from outside with two ``ip -batch`` runs (one in the node's namespace, one in the
-task's, entered through ``/proc/<pid>/ns/net``).
+with it -- nothing to leak, nothing to clean after a crash. The supervisor also wires it (`shim.wire`,
+over netlink: `rtnetlink.py`), from a plan this module makes (`TaskNetworking.wiring`); the executor
+only makes sure the bridges exist, once per bridge.
 
 Bridges are node infrastructure (like ``docker0``): ``tasks0`` for the node-private fallback subnet
 (172.18.0.0/24; the node is .1 and the default gateway), ``tn<network id[:12]>`` for each network the
@@ -15,12 +15,12 @@ later joins those bridges across nodes with VXLAN.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from agents.worker.executor.rtnetlink import NetlinkError, Rtnl
 
 FALLBACK_SUBNET = "172.18.0.0/24"
 FALLBACK_BRIDGE = "tasks0"
@@ -30,7 +30,7 @@ Docker's overlay MTU so full-size frames still fit."""
 
 
 class NetworkError(Exception):
-    """Wiring a task's network failed (the message is ``ip``'s)."""
+    """Wiring a task's network failed (the message names the netlink request and the kernel's error)."""
 
 
 @dataclass(frozen=True)
@@ -57,19 +57,6 @@ def attachment_for(network_id: str, address: str) -> Attachment:
     return Attachment(bridge_name(network_id), address, gateway)
 
 
-async def run_ip(commands: list[str], netns: str | None = None, *, force: bool = False) -> None:
-    """Run ``ip -batch -`` with ``commands``, inside ``netns`` (a path like /proc/PID/ns/net) if given."""
-    argv = ["ip", *(["-force"] if force else []), "-batch", "-"]
-    if netns is not None:
-        argv = ["nsenter", f"--net={netns}", *argv]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate("\n".join(commands).encode() + b"\n")
-    if proc.returncode != 0 and not force:
-        raise NetworkError(err.decode(errors="replace").strip() or f"ip exited {proc.returncode}")
-
-
 class TaskNetworking:
     """Bridges of one node plus the per-task wiring. ``node_netns`` None = the agent's own namespace."""
 
@@ -82,7 +69,8 @@ class TaskNetworking:
         self._bridges: dict[str, asyncio.Future[None]] = {}
         self.resolv_conf: Callable[[list[str]], str | None] | None = None
         """The routing mesh's DNS: gateways of a task's network attachments -> its /etc/resolv.conf
-        (bind-mounted in the task's mount namespace before it starts), or None to keep the node's."""
+        (the supervisor bind-mounts it in the task's mount namespace before the program starts), or
+        None to keep the node's."""
 
     def fallback_attachment(self, used: set[str]) -> Attachment:
         """The lowest free address of the node-private subnet (``used``: addresses without prefix)."""
@@ -100,16 +88,7 @@ class TaskNetworking:
             fut = asyncio.get_running_loop().create_future()
             self._bridges[att.bridge] = fut
             try:
-                await run_ip(
-                    [
-                        f"link add {att.bridge} type bridge",
-                        f"addr add {att.gateway}/{att.prefix} dev {att.bridge}",
-                        f"link set {att.bridge} up",
-                    ],
-                    self.node_netns,
-                    force=True,  # "File exists" after an agent restart is fine
-                )
-                await run_ip([f"link set {att.bridge} up"], self.node_netns)
+                await asyncio.to_thread(self._create_bridge, att)
                 fut.set_result(None)
             except BaseException as e:
                 del self._bridges[att.bridge]
@@ -118,37 +97,44 @@ class TaskNetworking:
                 raise
         await asyncio.shield(fut)
 
-    async def attach(self, pid: int, container_id: str, attachments: list[Attachment]) -> None:
-        """Give the namespace of ``pid`` its interfaces (eth0..), addresses, loopback and default route."""
+    def forget_bridges(self, attachments: list[Attachment]) -> None:
+        """A task could not be wired: check these bridges again next time (someone may have deleted one)."""
         for att in attachments:
-            await self.ensure_bridge(att)
-        outside = []
-        inside = ["link set lo up"]
-        for i, att in enumerate(attachments):
-            host_end = f"v{container_id[:12]}{i}"
-            mtu = f" mtu {OVERLAY_MTU}" if att.bridge.startswith("tn") else ""
-            outside += [
-                f"link add {host_end}{mtu} type veth peer name eth{i}{mtu} netns {pid}",
-                f"link set {host_end} master {att.bridge} up",
-            ]
-            inside += [f"addr add {att.address} dev eth{i}", f"link set eth{i} up"]
-        if attachments:
-            inside.append(f"route add default via {attachments[0].gateway} dev eth0")
-        await run_ip(outside, self.node_netns)
-        await run_ip(inside, f"/proc/{pid}/ns/net")
+            fut = self._bridges.get(att.bridge)
+            if fut is not None and fut.done():
+                del self._bridges[att.bridge]
+
+    def _create_bridge(self, att: Attachment) -> None:
+        """The bridge, its address and "up"; what exists already (an agent restart) is fine."""
+        try:
+            with Rtnl.open_in(self.node_netns) as nl:
+                try:
+                    nl.add_bridge(att.bridge)
+                except NetlinkError as e:
+                    if e.errno != errno.EEXIST:
+                        raise
+                index = nl.link_index(att.bridge)
+                try:
+                    nl.add_address(index, f"{att.gateway}/{att.prefix}")
+                except NetlinkError as e:
+                    if e.errno != errno.EEXIST:
+                        raise
+                nl.set_up(index)
+        except OSError as e:
+            raise NetworkError(f"bridge {att.bridge}: {e.strerror or e}") from None
+
+    def wiring(self, container_id: str, attachments: list[Attachment]) -> list[tuple[str, str, str, str, int]]:
+        """What the task's supervisor creates (`shim.wire`): per ``eth<i>`` its bridge, address, gateway,
+        the host end's name (``v<short id><i>``) and the MTU (0: the kernel's default)."""
+        return [
+            (att.bridge, att.address, att.gateway, f"v{container_id[:12]}{i}",
+             OVERLAY_MTU if att.bridge.startswith("tn") else 0)
+            for i, att in enumerate(attachments)
+        ]
+
+    def resolv_text(self, attachments: list[Attachment]) -> str | None:
+        """The task's ``/etc/resolv.conf`` from the mesh hook, or None to keep the node's."""
         overlay = [a.gateway for a in attachments if a.bridge.startswith("tn")]
-        text = self.resolv_conf(overlay) if self.resolv_conf is not None and overlay else None
-        if text:
-            await _bind_resolv_conf(pid, text)
-
-
-async def _bind_resolv_conf(pid: int, text: str) -> None:
-    """Give the task (its mount namespace, private since the shim unshared it) its own resolv.conf."""
-    proc = await asyncio.create_subprocess_exec(
-        "nsenter", f"--mount=/proc/{pid}/ns/mnt", "--", "sh", "-c",
-        "cat > /run/resolv.conf && mount --bind /run/resolv.conf /etc/resolv.conf",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate(text.encode())
-    if proc.returncode != 0:
-        log.warning("task %d: could not set resolv.conf: %s", pid, err.decode(errors="replace").strip())
+        if self.resolv_conf is None or not overlay:
+            return None
+        return self.resolv_conf(overlay)

@@ -1,6 +1,12 @@
 """The default executor: each task is a process tree isolated like a container, no engine needed.
 
-Per task (see `shim.py` for the supervisor's side):
+Tasks start through the node's launcher (`launcher.py`, reached with `launchclient.py`): a long-lived
+process with the supervisor and the catalog programs already imported, which forks one supervisor
+(`shim.py`) per task; the supervisor sets up the task's namespaces and network (netlink) and forks the
+program. The executor's part of a start is a cgroup, a record, four lines on a pipe and a bridge
+check -- a few milliseconds, most of it in other processes.
+
+Per task:
 
 * a container id (64 hex; the short 12 are the hostname), ``<state>/containers/<id>/`` with the
   json-file log (bounded) and the exit status;
@@ -9,8 +15,9 @@ Per task (see `shim.py` for the supervisor's side):
   (`netns.TaskNetworking`), a private tmpfs /run and a read-only tmpfs /run/secrets with exactly the
   referenced secrets, written from memory;
 * a runtime record (`records.RecordStore`) so a restarted agent adopts the task instead of starting a
-  duplicate: the supervisor's pid and start time identify it, a pidfd tells when it exits (the adopted
-  supervisor is no longer our child), and the exit status comes from the file the supervisor writes.
+  duplicate: the supervisor's pid and start time identify it, a pidfd tells when it exits (supervisors
+  are the launcher's children, never the agent's), and the exit status comes from the file the
+  supervisor writes -- so adoption works whether the launcher is still there or not.
 """
 
 from __future__ import annotations
@@ -32,43 +39,13 @@ from collections.abc import AsyncIterator
 from agents.state.objects import Task
 from agents.worker.executor import cgroups, logs, records
 from agents.worker.executor.base import Container, SecretFile, StartFailed, TaskRejected
+from agents.worker.executor.launchclient import LauncherClient, LauncherError, LineReader
 from agents.worker.executor.netns import Attachment, NetworkError, TaskNetworking, attachment_for
 from agents.worker.images import catalog
 
 log = logging.getLogger(__name__)
 
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.py")
 _DEFAULT = object()
-
-
-class _LineReader:
-    """Async line reads from a pipe fd (the supervisor's control channel)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        os.set_blocking(fd, False)
-        self.buf = b""
-        self.eof = False
-
-    async def readline(self, timeout: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            while b"\n" not in self.buf and not self.eof:
-                fut: asyncio.Future[None] = loop.create_future()
-                loop.add_reader(self.fd, _wake, fut)
-                try:
-                    await fut
-                finally:
-                    loop.remove_reader(self.fd)
-                try:
-                    data = os.read(self.fd, 4096)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    self.eof = True
-                self.buf += data
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line
 
 
 def _resolve_user(user: str) -> tuple[int | None, int | None, list[int]]:
@@ -92,8 +69,9 @@ def _resolve_user(user: str) -> tuple[int | None, int | None, list[int]]:
 
 
 class ProcessExecutor:
-    """See the module docstring. ``node_netns``: run node-side network commands in that namespace
-    (tests); ``cgroup_parent``: where task cgroups go (default: ``<agent cgroup>/tasks``; None: none)."""
+    """See the module docstring. ``node_netns``: the node's side of task networking (bridges, veth host
+    ends) lives in that namespace (tests); ``cgroup_parent``: where task cgroups go (default:
+    ``<agent cgroup>/tasks``; None: none); ``python``: the interpreter the launcher runs on."""
 
     name = "process"
 
@@ -123,6 +101,14 @@ class ProcessExecutor:
         self.log_max_files = log_max_files
         self.start_timeout_s = start_timeout_s
         self._starts = asyncio.Semaphore(max_parallel_starts)
+        worker_dir = os.path.join(self.state_dir, "worker")
+        self.launcher = LauncherClient(
+            os.path.join(worker_dir, "launcher.sock"),
+            python=python,
+            node_netns=node_netns,
+            log_path=os.path.join(worker_dir, "launcher.log"),
+            timeout_s=start_timeout_s,
+        )
         self._recs: dict[str, records.RuntimeRecord] = {}
         self._containers: dict[str, Container] = {}
         self._pending: dict[str, dict[str, object]] = {}
@@ -188,9 +174,6 @@ class ProcessExecutor:
             error=start_error,
         )
         self._containers[cid] = c  # before any await: concurrent creates see its address as taken
-        os.makedirs(self.container_dir(cid), mode=0o710)
-        lim = task.spec.resources.limits
-        cgroup = await asyncio.to_thread(self.cgroups.create, cid, lim.memory_bytes, lim.nano_cpus)
         rec = records.RuntimeRecord(
             task_id=task.id,
             container_id=cid,
@@ -198,9 +181,11 @@ class ProcessExecutor:
             image=cs.image,
             argv=argv,
             created=c.created,
-            cgroup=cgroup,
             addresses=c.addresses,
         )
+        lim = task.spec.resources.limits
+        await asyncio.to_thread(self._materialize, rec, lim.memory_bytes, lim.nano_cpus)
+        cgroup = rec.cgroup
         self._pending[cid] = {
             "argv": exec_argv,
             "env": env,
@@ -218,8 +203,14 @@ class ProcessExecutor:
             "attachments": [(a.bridge, a.address, a.gateway) for a in atts],
         }
         self._recs[cid] = rec
-        self.records.save(rec)
         return c
+
+    def _materialize(self, rec: records.RuntimeRecord, memory_bytes: int, nano_cpus: int) -> None:
+        """The container's directory, cgroup and first record -- in a worker thread: file system
+        latency (a journal commit on a busy disk) must not stall the loop that starts other tasks."""
+        os.makedirs(self.container_dir(rec.container_id), mode=0o710)
+        rec.cgroup = self.cgroups.create(rec.container_id, memory_bytes, nano_cpus)
+        self.records.save(rec)
 
     # ------------------------------------------------------------------------------------------ start
 
@@ -234,45 +225,43 @@ class ProcessExecutor:
 
     async def _spawn(self, c: Container, cfg: dict[str, object]) -> None:
         rec = self._recs[c.id]
-        atts = [Attachment(*a) for a in cfg.pop("attachments")]  # type: ignore[attr-defined]
-        payload = marshal.dumps(cfg)
-        del cfg  # the secrets' only copy now travels in the pipe
-        cfg_r, cfg_w = os.pipe()
-        ctl_r, ctl_w = os.pipe()
-        go_r, go_w = os.pipe()
+        shim = 0
+        ctl: LineReader | None = None
+        go_w = -1
         try:
-            shim = os.posix_spawn(
-                self.python,
-                [self.python, "-I", "-S", SHIM],
-                {"PATH": catalog.DEFAULT_PATH},
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, cfg_r, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, ctl_w, 3),
-                    (os.POSIX_SPAWN_DUP2, go_r, 4),
-                ],
-                setsid=True,
-            )
-        finally:
-            for fd in (cfg_r, ctl_w, go_r):
-                os.close(fd)
-        rec.shim_pid = shim
-        rec.shim_start = records.proc_start_time(shim)
-        self.records.save(rec)
-        ctl = _LineReader(ctl_r)
-        try:
-            await _write_all(cfg_w, payload)
-            del payload
-            os.close(cfg_w)
-            cfg_w = -1
-            line = await ctl.readline(self.start_timeout_s)
-            if line != b"ready":
-                raise StartFailed(_shim_error(line))
+            atts = [Attachment(*a) for a in cfg.pop("attachments")]  # type: ignore[attr-defined]
             try:
-                await self.net.attach(shim, c.id, atts)
+                for att in atts:
+                    await self.net.ensure_bridge(att)
             except NetworkError as e:
                 raise StartFailed(f"network setup failed: {e}") from None
+            cfg["attachments"] = self.net.wiring(c.id, atts)
+            cfg["resolv_conf"] = self.net.resolv_text(atts)
+            payload = marshal.dumps(cfg)
+            del cfg  # the secrets' only copy now travels in the pipe
+            for _ in range(2):
+                ctl, go_w, shim = await self._fork_shim(payload)
+                if shim:
+                    break
+                ctl.close()
+                os.close(go_w)
+                ctl, go_w = None, -1
+                self.launcher.reset()  # it died before forking: start a new one, once
+            if not shim or ctl is None:
+                raise StartFailed(f"starting container failed: the task launcher exited (see {self.launcher.log_path})")
+            del payload
+            # Recorded with the program's pid below: a shim whose agent dies before ``go`` exits by itself
+            # (EOF), and the task cgroup holds everything a restarted agent must kill.
+            rec.shim_pid = shim
+            rec.shim_start = records.proc_start_time(shim)
+            line = await ctl.readline(self.start_timeout_s)
+            while line.startswith(b"warn "):
+                log.warning("task %s: %s", c.short_id, line[5:].decode(errors="replace"))
+                line = await ctl.readline(self.start_timeout_s)
+            if line != b"ready":
+                if line.startswith(b"neterror "):
+                    self.net.forget_bridges(atts)
+                raise StartFailed(_shim_error(line))
             os.write(go_w, b"go\n")
             os.close(go_w)
             go_w = -1
@@ -281,9 +270,9 @@ class ProcessExecutor:
                 raise StartFailed(_shim_error(line))
             pid = int(line.split()[1])
         except BaseException as e:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(shim, _signal.SIGKILL)
-            await asyncio.to_thread(_reap, shim)
+            if shim:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(shim, _signal.SIGKILL)
             c.state, c.exit_code, c.finished_at = "exited", 128, time.time()
             c.error = str(e) if isinstance(e, StartFailed) else f"starting container failed: {e!r}"
             rec.state, rec.exit_code, rec.error, rec.finished_at = "exited", 128, c.error, c.finished_at
@@ -294,14 +283,54 @@ class ProcessExecutor:
                 raise
             raise StartFailed(c.error) from e
         finally:
-            for fd in (cfg_w, ctl_r, go_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+            if ctl is not None:
+                ctl.close()
+            if go_w >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(go_w)
         c.pid, c.state, c.started_at = pid, "running", time.time()
         rec.pid, rec.pid_start, rec.state, rec.started_at = pid, records.proc_start_time(pid), "running", c.started_at
-        self.records.save(rec)
-        self._watch(c)
+        saving = asyncio.ensure_future(asyncio.to_thread(self.records.save, rec))
+        try:
+            await asyncio.shield(saving)  # off the loop, like `_materialize`
+        finally:
+            self._watch(c)  # even if the start is cancelled now: the task runs and must be watched
+
+    async def _fork_shim(self, payload: bytes) -> tuple[LineReader, int, int]:
+        """Have the launcher fork a supervisor on fresh pipes and give it ``payload``: its control
+        reader, the go pipe's write end, and its pid (0 if the launcher vanished before forking)."""
+        cfg_r, cfg_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        go_r, go_w = os.pipe()
+        try:
+            await self.launcher.spawn([cfg_r, ctl_w, go_r])
+        except BaseException as e:
+            for fd in (cfg_w, ctl_r, go_w):
+                os.close(fd)
+            if isinstance(e, LauncherError):
+                raise StartFailed(f"starting container failed: {e}") from None
+            raise
+        finally:
+            for fd in (cfg_r, ctl_w, go_r):
+                os.close(fd)
+        ctl = LineReader(ctl_r)
+        try:
+            try:
+                await _write_all(cfg_w, payload)
+            finally:
+                os.close(cfg_w)
+            line = await ctl.readline(self.start_timeout_s)
+        except BaseException:
+            ctl.close()
+            os.close(go_w)
+            raise
+        if line.startswith(b"shim "):
+            return ctl, go_w, int(line.split()[1])
+        if line:
+            ctl.close()
+            os.close(go_w)
+            raise StartFailed(_shim_error(line))
+        return ctl, go_w, 0
 
     # ----------------------------------------------------------------------------------- exit watching
 
@@ -459,13 +488,14 @@ class ProcessExecutor:
         return out
 
     async def close(self) -> None:
-        """Stop watching (tasks keep running: the next agent adopts them)."""
+        """Stop watching and let go of the launcher (tasks keep running: the next agent adopts them)."""
         loop = asyncio.get_running_loop()
         for pidfd in self._watches.values():
             loop.remove_reader(pidfd)
             os.close(pidfd)
         self._watches.clear()
         self._pending.clear()
+        await self.launcher.close()
 
 
 async def _write_all(fd: int, data: bytes) -> None:
@@ -493,11 +523,6 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
 def _read_exit(path: str) -> int | None:
     try:
         with open(path) as fh:
@@ -508,6 +533,8 @@ def _read_exit(path: str) -> int | None:
 
 def _shim_error(line: bytes) -> str:
     text = line.decode(errors="replace")
+    if text.startswith("neterror "):
+        return f"network setup failed: {text[9:]}"
     if text.startswith("error "):
         return f"starting container failed: {text[6:]}"
     return "starting container failed: task supervisor exited early"

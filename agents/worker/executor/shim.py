@@ -1,27 +1,32 @@
 """Task supervisor: the small process that *is* a task's container, like containerd-shim.
 
-    python -I -S shim.py        (spawned by `process.ProcessExecutor`; never run by hand)
+Forked by the node's launcher (`launcher.py`, which has already imported this module and the catalog
+programs), one per task; never run by hand. Why a separate process: a task must outlive the agent
+(an agent restart re-adopts running tasks), so the things that need a live parent -- reaping the
+program to learn its exit status, draining its stdout/stderr into the log file -- cannot be the
+agent's job. The shim does them and writes the exit status to a file the agent (this one or the next)
+reads.
 
-Why a separate process: a task must outlive the agent (an agent restart re-adopts running tasks), so
-the things that need a live parent -- reaping the program to learn its exit status, draining its
-stdout/stderr into the log file -- cannot be the agent's job. The shim does them and writes the exit
-status to a file the agent (this one or the next) reads.
+Protocol (pipes the executor created and handed to the launcher, which put them on these fds):
 
-Protocol (fds set up by the executor):
-
+* fd 3 (control, shim -> executor): ``shim <pid>`` first, so the executor can kill a shim that hangs.
 * fd 0: the configuration, a ``marshal``-ed dict, read to EOF. It carries the secrets' data: they go
   from the agent's memory through this pipe into a tmpfs, never to disk.
-* The shim joins the task cgroup, unshares net+mount+UTS namespaces, mounts a private tmpfs on /run and
-  a read-only one on /run/secrets holding exactly the task's secrets, sets the hostname, then writes
-  ``ready`` on fd 3. The executor now wires the network namespace (veth, addresses) from outside.
+* The shim joins the task cgroup, opens a netlink socket in the node's network namespace, unshares
+  net+mount+UTS namespaces, mounts a private tmpfs on /run and a read-only one on /run/secrets holding
+  exactly the task's secrets, sets the hostname, then wires its network (`wire`: a veth created from
+  the node side with its peer directly in the new namespace, enslaved to the bridge; addresses, lo and
+  the default route from inside; the mesh's resolv.conf bind-mounted) and writes ``ready`` on fd 3.
 * The executor writes ``go`` on fd 4 (EOF instead aborts). The shim forks the program (signals reset,
-  stdin /dev/null, user/cwd/env applied, ``execve``), writes ``pid N`` on fd 3 and closes fds 3 and 4.
+  stdin /dev/null, every other fd closed, user/cwd/env applied; catalog Python programs run their
+  ``main()`` right in that forked child, anything else is ``execve``-d), writes ``pid N`` on fd 3 and
+  closes fds 3 and 4.
 * It logs both streams (`logs.JsonFileWriter`), waits for the program (pidfd), and writes
   ``<exit code>`` to ``exit_path`` atomically: 0..255, or 128+signal when killed (137 for SIGKILL).
 
-Errors before ``go`` are reported as ``error <text>`` on fd 3 (exit 1). SIGTERM/SIGINT/SIGHUP are
+Errors before ``go`` are reported as ``error <text>`` (``neterror <text>`` for the network) on fd 3
+(exit 1); ``warn <text>`` lines are worth a log line but not a failure. SIGTERM/SIGINT/SIGHUP are
 ignored: the executor signals the program, never the shim (only SIGKILL, on final cleanup, ends it).
-Imports: C modules and `logs` only (~10 ms, ~9 MB RSS mostly shared text).
 """
 
 from __future__ import annotations
@@ -31,11 +36,9 @@ import os
 import select
 import signal
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
-if not __package__:  # run by path with -I -S: make the repo root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-
+from agents.worker.executor import rtnetlink
 from agents.worker.executor.logs import JsonFileWriter
 
 CLONE_NEWNS = 0x00020000
@@ -46,12 +49,20 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_BIND = 4096
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+PR_SET_NAME = 15
 
+CFG_FD = 0
 CTL_FD = 3
 GO_FD = 4
 _HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1)
+_libc_handle: Any = None
+
+
+class NetworkSetupError(Exception):
+    """Wiring the task's network failed (reported as ``neterror``)."""
 
 
 def _read_all(fd: int) -> bytes:
@@ -63,10 +74,14 @@ def _read_all(fd: int) -> bytes:
         chunks.append(b)
 
 
-def _libc() -> Any:
-    import ctypes
+def libc() -> Any:
+    """The C library through ctypes (loaded once; the launcher does it before forking shims)."""
+    global _libc_handle
+    if _libc_handle is None:
+        import ctypes
 
-    return ctypes.CDLL(None, use_errno=True)
+        _libc_handle = ctypes.CDLL(None, use_errno=True)
+    return _libc_handle
 
 
 def _check(rc: int, what: str) -> None:
@@ -77,8 +92,14 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def setup(cfg: dict[str, Any]) -> None:
-    """Everything that must happen before the network is wired: cgroup, namespaces, mounts, hostname."""
+def set_name(name: str) -> None:
+    """The process name ``ps`` and ``top`` show (15 bytes at most)."""
+    libc().prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def setup(cfg: dict[str, Any]) -> rtnetlink.Rtnl | None:
+    """Everything before the network: cgroup, namespaces, mounts, hostname. Returns a netlink socket
+    in the node's network namespace (opened before leaving it) when there are interfaces to wire."""
     cgroup = cfg.get("cgroup")
     if cgroup:
         try:
@@ -87,14 +108,15 @@ def setup(cfg: dict[str, Any]) -> None:
         except OSError:
             pass  # no cgroup: the task still runs (the executor logged why)
     if not cfg.get("namespaces", True):
-        return
-    libc = _libc()
-    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET), "unshare")
-    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    _check(libc.mount(b"tmpfs", b"/run", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=755,size=64m"), "mount /run")
+        return None
+    node = rtnetlink.Rtnl() if cfg.get("attachments") else None
+    c = libc()
+    _check(c.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWNET), "unshare")
+    _check(c.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    _check(c.mount(b"tmpfs", b"/run", b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=755,size=64m"), "mount /run")
     os.mkdir("/run/secrets", 0o755)
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _check(libc.mount(b"tmpfs", b"/run/secrets", b"tmpfs", flags, b"mode=755,size=16m"), "mount /run/secrets")
+    _check(c.mount(b"tmpfs", b"/run/secrets", b"tmpfs", flags, b"mode=755,size=16m"), "mount /run/secrets")
     for s in cfg.get("secrets", ()):
         name = str(s["name"])
         if not name or "/" in name or name in (".", ".."):
@@ -108,13 +130,53 @@ def setup(cfg: dict[str, Any]) -> None:
             os.fchmod(fd, int(s.get("mode", 0o444)))
         finally:
             os.close(fd)
-    _check(libc.mount(None, b"/run/secrets", None, MS_REMOUNT | MS_RDONLY | flags, None), "remount /run/secrets ro")
+    _check(c.mount(None, b"/run/secrets", None, MS_REMOUNT | MS_RDONLY | flags, None), "remount /run/secrets ro")
     if cfg.get("hostname"):
         with open("/proc/sys/kernel/hostname", "w") as fh:
             fh.write(str(cfg["hostname"]))
+    return node
 
 
-def _child(cfg: dict[str, Any], out_w: int, err_w: int) -> None:
+def wire(cfg: dict[str, Any], node: rtnetlink.Rtnl | None) -> list[str]:
+    """Give this (new) network namespace its interfaces; returns warnings (resolv.conf problems).
+
+    ``cfg["attachments"]``: ``(bridge, address CIDR, gateway, host end name, mtu)`` per ``eth<i>``."""
+    warnings: list[str] = []
+    atts = cfg.get("attachments") or []
+    if not cfg.get("namespaces", True):
+        return warnings
+    try:
+        with rtnetlink.Rtnl() as inside:
+            inside.set_up(inside.link_index("lo"))
+            if atts:
+                assert node is not None
+                own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    eth0 = 0
+                    for i, (bridge, address, _gw, host_end, mtu) in enumerate(atts):
+                        master = node.link_index(bridge)
+                        node.add_veth(host_end, f"eth{i}", peer_netns_fd=own, mtu=mtu or None, master=master)
+                        index = inside.link_index(f"eth{i}")
+                        inside.add_address(index, address)
+                        inside.set_up(index)
+                        eth0 = eth0 or index
+                finally:
+                    os.close(own)
+                inside.add_default_route(atts[0][2], eth0)
+    except OSError as e:
+        raise NetworkSetupError(e.strerror or str(e)) from None
+    text = cfg.get("resolv_conf")
+    if text:
+        try:
+            with open("/run/resolv.conf", "w") as fh:
+                fh.write(str(text))
+            _check(libc().mount(b"/run/resolv.conf", b"/etc/resolv.conf", None, MS_BIND, None), "bind resolv.conf")
+        except OSError as e:
+            warnings.append(f"could not set resolv.conf: {e}")
+    return warnings
+
+
+def _child(cfg: dict[str, Any], out_w: int, err_w: int) -> NoReturn:
     """In the forked child: become the task's program (never returns)."""
     try:
         for sig in _HANDLED:
@@ -124,12 +186,7 @@ def _child(cfg: dict[str, Any], out_w: int, err_w: int) -> None:
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        for fd in (devnull, out_w, err_w, CTL_FD, GO_FD):
-            if fd > 2:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        os.closerange(3, 1 << 20)  # the task inherits nothing of the shim's (log file, pipes, sockets)
         uid, gid = cfg.get("uid"), cfg.get("gid")
         if gid is not None:
             os.setgroups(list(cfg.get("groups") or []))
@@ -152,15 +209,14 @@ def _child(cfg: dict[str, Any], out_w: int, err_w: int) -> None:
         os._exit(126)
 
 
-def _run_in_process(argv: list[str], env: dict[str, str]) -> None:
-    """A catalog Python program runs in this forked child: no second interpreter start (~40 ms of CPU
-    and ~8 MB per task saved); the same `run.main` the exec'ed ``run.py`` would have called."""
+def _run_in_process(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """A catalog Python program runs in this forked child, on the modules the launcher imported: no
+    interpreter start, no imports; the same `run.main` the exec'ed ``run.py`` would have called."""
     os.environ.clear()
     os.environ.update(env)
     sys.argv = argv[3:]
     code = 1
     try:
-        _set_name(argv)
         from agents.worker.images import run
 
         code = run.main(argv[4:])
@@ -177,14 +233,6 @@ def _run_in_process(argv: list[str], env: dict[str, str]) -> None:
             except Exception:
                 pass
     os._exit(code & 0xFF)
-
-
-def _set_name(argv: list[str]) -> None:
-    """Name the process after the program (``ps``, ``docker top``) rather than ``python``."""
-    words = argv[argv.index("--") + 1 :] if "--" in argv else argv[-1:]
-    if words:
-        name = os.path.basename(words[0])[:15].encode()
-        _libc().prctl(15, name, 0, 0, 0)  # PR_SET_NAME
 
 
 def supervise(cfg: dict[str, Any]) -> int:
@@ -237,18 +285,33 @@ def supervise(cfg: dict[str, Any]) -> int:
     return 128 - code if code < 0 else code
 
 
+def _say(line: str) -> None:
+    os.write(CTL_FD, line.replace("\n", " ").encode() + b"\n")
+
+
 def main() -> int:
+    """The supervisor's whole life, on fds 0, 3 and 4 (see the module docstring); returns its exit status."""
     for sig in _HANDLED:
         signal.signal(sig, signal.SIG_IGN)
+    _say(f"shim {os.getpid()}")
+    node = None
     try:
-        cfg = marshal.loads(_read_all(0))
-        setup(cfg)
-    except BaseException as e:
-        os.write(CTL_FD, f"error {type(e).__name__}: {e}".replace("\n", " ").encode() + b"\n")
+        cfg = marshal.loads(_read_all(CFG_FD))
+        node = setup(cfg)
+        for warning in wire(cfg, node):
+            _say(f"warn {warning}")
+    except NetworkSetupError as e:
+        _say(f"neterror {e}")
         return 1
-    os.write(CTL_FD, b"ready\n")
+    except BaseException as e:
+        _say(f"error {type(e).__name__}: {e}")
+        return 1
+    finally:
+        if node is not None:
+            node.close()
+    _say("ready")
     if _read_all(GO_FD).strip() != b"go":
-        return 1  # the executor gave up (network wiring failed, task cancelled)
+        return 1  # the executor gave up (task cancelled, agent gone)
     code = supervise(cfg)
     exit_path = cfg["exit_path"]
     tmp = exit_path + ".tmp"
@@ -258,5 +321,16 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def start() -> NoReturn:
+    """Entry point in the launcher's freshly forked child: be the supervisor, then exit (never return
+    into the launcher's loop, whatever happens)."""
+    code = 1
+    try:
+        set_name("labctl-shim")
+        code = main()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # to the launcher's log
+    finally:
+        os._exit(code)

@@ -78,6 +78,7 @@ def run(spec: catalog.ImageSpec, container_argv: list[str]) -> int:
         import importlib
 
         assert spec.module is not None
+        _set_process_name(os.path.basename(words[0]))
         program = importlib.import_module(spec.module)
         code = program.main(words, spec)
         return int(code or 0)
@@ -94,6 +95,16 @@ def run(spec: catalog.ImageSpec, container_argv: list[str]) -> int:
         sys.stderr.write(f"docker: Error response from daemon: exec: {container_argv[0]!r}: {exc.strerror}.\n")
         return 126
     return 0  # pragma: no cover - execve does not return
+
+
+def _set_process_name(name: str) -> None:
+    """What ``ps``/``top``/``docker top`` show for the task: ``nginx``, not ``python3``."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (ImportError, OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":
