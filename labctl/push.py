@@ -9,7 +9,9 @@ by all nodes), so one path works for VMs and namespaces alike:
     venv/            `python3 -m venv --without-pip`, filled by `installer` run from its wheel: no index,
                      no internet, no resolver (the set was resolved on the host); bytecode for the
                      project only (dependencies compile what the agent imports, on first start)
-    agent.env        LABAGENT_* timing and LABAGENT_ARGS (node name, state dir, socket, address)
+    agent.env        LABAGENT_* timing and LABAGENT_ARGS (node name, state dir, socket, address); with
+                     `executor: docker` also LABAGENT_EXECUTOR=docker and LABAGENT_DOCKER_HOST (the node's
+                     engine, `labctl.dockerengine`), whose answer the push checks before installing anything
     labagentctl      start/stop/restart/kill/status: systemd where it runs (unit `labagent.service`),
                      else a pid file in /run (netns nodes have no init; /run is node-private there)
     manifest.json    what is installed (wheel digests, Python, service digest), written last
@@ -35,7 +37,7 @@ from typing import Any
 
 import paramiko
 
-from labctl import sshconn, wheelhouse
+from labctl import dockerengine, sshconn, wheelhouse
 from labctl.errors import LabError
 from labctl.spec import LabSpec
 from labctl.sshlab import SSHTarget
@@ -78,6 +80,41 @@ while True:
     if time.monotonic() > deadline:
         sys.exit(1)
     time.sleep(0.03)
+"""
+
+ENGINE_PROBE = r"""
+import json, socket, sys
+path = sys.argv[1]
+try:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(b"GET /version HTTP/1.0\r\nHost: engine\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+except OSError as e:
+    print("nothing listens there (%s)" % (e.strerror or e))
+    sys.exit(1)
+head, _, body = data.partition(b"\r\n\r\n")
+status = head.split(b" ", 2)[1:2]
+if status != [b"200"]:
+    print("it answered %r instead of a version" % head.split(b"\r\n", 1)[0].decode("latin-1"))
+    sys.exit(1)
+try:
+    v = json.loads(body)
+except ValueError:
+    print("its /version answer is not JSON")
+    sys.exit(1)
+names = [str(c.get("Name", "")).lower() for c in v.get("Components") or [] if isinstance(c, dict)]
+if "labagent" in names:
+    print("it is a labagent (this project's node agent), not a Docker engine")
+    sys.exit(1)
+print(v.get("Version", "?"))
 """
 
 INSTALL = r"""
@@ -190,10 +227,12 @@ class PushResult:
 
 @dataclass(frozen=True)
 class AgentService:
-    """How the agent runs on one node: its command line and environment."""
+    """How the agent runs on one node: its command line and environment, and the Docker engine its tasks
+    run on (``""``: the agent's own process executor)."""
 
     args: list[str]
     env: dict[str, str]
+    docker_engine: str = ""
 
     def files(self) -> dict[str, str]:
         env = "".join(f"{k}={v}\n" for k, v in sorted(self.env.items()))
@@ -211,12 +250,20 @@ class AgentService:
 def agent_service(spec: LabSpec, node: str) -> AgentService:
     n = spec.node(node)
     t = spec.timing
-    return AgentService(
+    service = AgentService(
         args=["--node-name", n.name, "--state-dir", "/var/lib/docker", "--socket", "/run/docker.sock",
               "--addr", str(n.ip)],
         env={"LABAGENT_HEARTBEAT_MS": str(t.heartbeat_ms), "LABAGENT_ELECTION_TICKS": str(t.election_ticks),
              "LABAGENT_NODE_HEARTBEAT_S": str(t.node_heartbeat_s)},
     )
+    return with_docker_engine(service) if spec.executor == "docker" else service
+
+
+def with_docker_engine(service: AgentService, engine: str = dockerengine.ENGINE_HOST) -> AgentService:
+    """The same agent running its tasks on the Docker engine at ``engine`` (forced, not auto-detected: a
+    missing engine is the push's error, never a silent fall-back to the process executor)."""
+    env = {**service.env, "LABAGENT_EXECUTOR": "docker", "LABAGENT_DOCKER_HOST": engine}
+    return AgentService(service.args, env, engine)
 
 
 def _sudo(target: SSHTarget, command: str) -> str:
@@ -262,7 +309,9 @@ def push_node(target: SSHTarget, known_hosts: Path, service: AgentService,
     try:
         probe = json.loads(sshconn.check(client, target.node, "probing the node",
                                          _sudo(target, _py(PROBE, AGENT_ROOT))))
-        bundle = wheelhouse.build(probe["python"], probe["machine"])
+        if service.docker_engine:
+            check_engine(client, target, service.docker_engine)
+        bundle = wheelhouse.build(probe["python"], probe["machine"], docker_sdk=bool(service.docker_engine))
         manifest: dict[str, Any] = probe["manifest"] or {}
         installed: dict[str, str] = manifest.get("wheels") or {}
         result.new_venv = (not probe["venv"] or manifest.get("python") != probe["python"]
@@ -299,6 +348,22 @@ def push_node(target: SSHTarget, known_hosts: Path, service: AgentService,
         client.close()
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def check_engine(client: paramiko.SSHClient, target: SSHTarget, engine: str) -> str:
+    """The version of the Docker engine answering at ``engine`` on the node, else a LabError saying why and
+    what the node needs; checked before anything is installed, so a failed push changes nothing."""
+    if not engine.startswith("unix://"):
+        raise LabError(f"{target.node}: the Docker engine's address {engine!r} is not a unix socket")
+    code, out, err = sshconn.run(client, _sudo(target, _py(ENGINE_PROBE, engine.removeprefix("unix://"))), timeout=30)
+    if code != 0:
+        why = out.strip() or _tail(err).lstrip(": ") or f"exit {code}"
+        raise LabError(
+            f"{target.node}: executor: docker, but no Docker engine answers at {engine}: {why}. The node needs "
+            f"dockerd running with {dockerengine.CONFIG_PATH} as labctl's Vagrantfile writes it (its own socket, "
+            "--bridge=none, --iptables=false; see docs/architecture.md, 'Tasks on a real Docker engine')"
+        )
+    return out.strip()
 
 
 def _tail(text: str) -> str:

@@ -144,6 +144,10 @@ class LabSpec(BaseModel):
     # How the agent gets onto nodes: nsenter (netns only: started straight from the host's venv) or ssh
     # (pushed as a wheel over SSH; the only way for vagrant and ssh). None: the provider's natural way.
     via: Literal["nsenter", "ssh"] | None = None
+    # What runs the tasks on each node: the agent's own process executor (every provider), or a real
+    # Docker engine on the node (vagrant: provisioned; ssh: the machine's owner runs it), see
+    # labctl/dockerengine.py and docs/architecture.md.
+    executor: Literal["process", "docker"] = "process"
 
     @field_validator("name")
     @classmethod
@@ -238,6 +242,11 @@ def _check_provider_fields(spec: LabSpec, nodes: list[NodeSpec]) -> list[NodeSpe
         raise ValueError("vagrant: is only for provider: vagrant")
     if spec.via == "nsenter" and spec.provider != "netns":
         raise ValueError(f"via: nsenter needs provider: netns (provider {spec.provider} reaches nodes over ssh)")
+    if spec.executor == "docker" and spec.provider == "netns":
+        raise ValueError(
+            "executor: docker needs provider vagrant or ssh: netns nodes share this host's filesystem and "
+            "run no Docker engine of their own (their tasks run in the agent's process executor)"
+        )
     out = []
     for i, node in enumerate(nodes):
         if spec.provider == "ssh":

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from labctl import dockerengine
 from labctl.errors import LabError
 from labctl.spec import BOX_RE, NODE_NAME_RE, VAGRANT_RANGE, LabSpec, SpecError
 
@@ -75,5 +76,26 @@ def render(spec: LabSpec) -> str:
              "vm_name": vm_name(spec.name, n.name)}
             for n in spec.nodes
         ],
+        "docker_engine": spec.executor == "docker",
+        **engine_context(),
     }
     return template.render(**context)
+
+
+def engine_context() -> dict[str, str]:
+    """The Docker engine's files and names for the provisioning script: constants of this package, not spec
+    values, inside a single-quoted (never interpolated) Ruby heredoc; only a line that would end one of the
+    heredocs early is refused."""
+    context = {
+        "stock_units": " ".join(dockerengine.STOCK_UNITS),
+        "config_dir": str(Path(dockerengine.CONFIG_PATH).parent),
+        "config_path": dockerengine.CONFIG_PATH,
+        "engine_config": dockerengine.daemon_json().rstrip("\n"),
+        "engine_unit_name": dockerengine.UNIT_NAME,
+        "engine_unit": dockerengine.UNIT.rstrip("\n"),
+        "engine_host": dockerengine.ENGINE_HOST,
+    }
+    for key, text in context.items():
+        if any(line.strip() in ("SHELL", "LABCTL_EOF") for line in text.splitlines()):
+            raise LabError(f"the Docker engine's {key} cannot be put into the Vagrantfile")
+    return context

@@ -25,6 +25,10 @@ from labctl.errors import LabError
 
 AGENT_DEPENDENCIES = ("aiohttp", "msgpack", "cryptography")
 """Top-level runtime requirements of `agents/` (see pyproject.toml: the node agent's list)."""
+DOCKER_EXECUTOR_DEPENDENCIES = ("docker",)
+"""What the Docker-engine executor adds (the docker SDK, which brings requests, urllib3, certifi and
+charset-normalizer: ~0.75 MB of wheels): only in the wheelhouse of labs with `executor: docker`, so the
+default push carries nothing it does not use."""
 INSTALLER = "installer>=0.7"
 """PyPA's reference wheel installer (pure Python): installs the wheelhouse on the node from its own wheel,
 without pip's resolver and start-up cost (the set is already resolved on the host)."""
@@ -71,9 +75,9 @@ def source_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def pinned_requirements() -> list[str]:
+def pinned_requirements(docker_sdk: bool = False) -> list[str]:
     pins = []
-    for name in AGENT_DEPENDENCIES:
+    for name in AGENT_DEPENDENCIES + (DOCKER_EXECUTOR_DEPENDENCIES if docker_sdk else ()):
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -115,10 +119,10 @@ def project_wheel() -> Path:
     return sorted(out.glob("*.whl"))[0]
 
 
-def dependency_wheels(python: str, machine: str) -> Path:
-    """A directory of binary wheels for the agent's dependencies and `installer`, for CPython `python`
-    ("3.12") on `machine` ("x86_64"); downloaded once."""
-    pins = pinned_requirements()
+def dependency_wheels(python: str, machine: str, docker_sdk: bool = False) -> Path:
+    """A directory of binary wheels for the agent's dependencies and `installer` (and the docker SDK's if
+    asked), for CPython `python` ("3.12") on `machine` ("x86_64"); downloaded once."""
+    pins = pinned_requirements(docker_sdk)
     key = hashlib.sha256(json.dumps([python, machine, pins, INSTALLER]).encode()).hexdigest()[:12]
     out = cache_root() / "wheelhouse" / f"cp{python.replace('.', '')}-{machine}-{key}"
     if (out / ".complete").exists():
@@ -141,12 +145,13 @@ def dependency_wheels(python: str, machine: str) -> Path:
     return out
 
 
-def build(python: str, machine: str) -> Bundle:
-    """The bundle for one kind of node (thread-safe: parallel pushes build once)."""
+def build(python: str, machine: str, docker_sdk: bool = False) -> Bundle:
+    """The bundle for one kind of node (thread-safe: parallel pushes build once); ``docker_sdk`` for nodes
+    whose agent runs tasks on a Docker engine."""
     with _build_lock:
         cache_root().mkdir(parents=True, exist_ok=True)
         project = project_wheel()
-        deps = dependency_wheels(python, machine)
+        deps = dependency_wheels(python, machine, docker_sdk)
         wheels = {p.name: p for p in sorted(deps.glob("*.whl"))}
         installer = next((n for n in wheels if n.startswith("installer-")), None)
         if installer is None:

@@ -1,15 +1,19 @@
 """The Docker-engine executor against a real dockerd (Debian's docker.io), through the Executor protocol
-and the real Worker: states, exit codes, stop grace, logs, adoption, secrets, env, labels, selection.
+and the real Worker: states, exit codes, stop grace, logs, adoption, secrets, env, labels, selection, and
+task networking (``--network none`` containers wired onto the node's bridges with their allocated address).
 
-The engine is the test's own and touches nothing of the host: ``dockerd`` runs under ``unshare`` in new
-pid, mount and network namespaces (loopback only, so nothing can leave; ``--bridge=none``,
+The engine is the test's own (`tests.privatedockerd`) and touches nothing of the host: ``dockerd`` runs
+under ``unshare`` in new pid, mount and network namespaces (loopback only, so nothing can leave; ``--bridge=none``,
 ``--iptables=false``: no docker0, no FORWARD policy, no br_netfilter), with its data root, exec root,
 socket, pid file and daemon.json in a temp dir, a tmpfs over ``/run`` (containerd's shim sockets) and
 its own cgroup parent. Stopping it kills the pid namespace, so no process can outlive the module; the
 mount namespace takes every mount with it. Images come from ``docker import`` of a rootfs built here
 from the host's busybox (no registry). The executor's secrets dir is a shared mount, so the per-task
 tmpfs the executor mounts on the "node" propagates into the engine's mount namespace, as it would be
-visible to dockerd on a VM where both share one.
+visible to dockerd on a VM where both share one. The engine's network namespace plays the node's: the
+executor makes its task bridges there, and a task's address answers from there. The engine reports pids
+in its own pid namespace, so the executor finds the container's process the way it must when an engine
+does not share the agent's (`dockernet.task_netns`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import os
 import secrets as pysecrets
@@ -25,7 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +39,7 @@ import pytest
 from agents.worker.agent import Worker, make_executor
 from agents.worker.executor import base, secretfs
 from agents.worker.executor.docker import (
+    NETWORK_LABEL,
     SPEC_LABEL,
     TASK_LABEL,
     DockerExecutor,
@@ -44,30 +47,15 @@ from agents.worker.executor.docker import (
     engine_reachable,
 )
 from agents.worker.executor.logs import LogEntry
+from tests import privatedockerd
 from tests.unit.worker.fakes import FakeSession, assign, make_task
 
 pytestmark = pytest.mark.netns
 
 T = TypeVar("T")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = ("dockerd", "containerd", "runc", "unshare", "docker-init", "mount")
 LOOP = 'trap "exit 0" TERM; while :; do sleep 0.1; done'
 """A task that runs until asked to stop, and stops at once on SIGTERM."""
-
-
-def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to start a private dockerd"
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"needs Debian's docker.io (missing: {', '.join(missing)}; `make testdeps` installs it)"
-    if shutil.which("busybox") is None:
-        return "needs busybox (the test image's rootfs)"
-    try:
-        import docker  # noqa: F401
-    except ImportError:
-        return "needs the docker SDK"
-    return None
 
 
 @dataclass
@@ -76,9 +64,11 @@ class Engine:
     root: str
     state_dir: str
     """The agent's state dir for the executor (a shared mount: see the module docstring)."""
+    netns: str = ""
+    """The engine's network namespace, which plays the node's: the executor puts its task bridges there."""
 
     def executor(self) -> DockerExecutor:
-        return DockerExecutor(self.url, self.state_dir)
+        return DockerExecutor(self.url, self.state_dir, node_netns=self.netns)
 
     def api(self) -> Any:
         import docker
@@ -93,69 +83,9 @@ class Engine:
             api.close()
 
 
-def _rootfs_tar() -> bytes:
-    """busybox with its libraries and an applet link per command, plus /etc/passwd: a tiny distro."""
-    busybox = os.path.realpath(shutil.which("busybox") or "")
-    ldd = subprocess.run(["ldd", busybox], capture_output=True, text=True).stdout
-    libs = [w for line in ldd.splitlines() for w in line.split() if w.startswith("/")]
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-
-        def add_dir(name: str, mode: int = 0o755) -> None:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
-
-        def add_file(name: str, data: bytes, mode: int = 0o644) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-
-        for d in ("bin", "etc", "lib", "lib64", "lib/x86_64-linux-gnu", "proc", "sys", "dev", "run", "var"):
-            add_dir(d)
-        add_dir("tmp", 0o1777)
-        with open(busybox, "rb") as fh:
-            add_file("bin/busybox", fh.read(), 0o755)
-        for applet in applets:
-            if applet != "busybox":
-                link = tarfile.TarInfo(f"bin/{applet}")
-                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                tar.addfile(link)
-        for lib in libs:
-            parent = os.path.dirname(lib).lstrip("/")
-            if parent not in ("lib", "lib64", "lib/x86_64-linux-gnu"):
-                add_dir(parent)
-            with open(os.path.realpath(lib), "rb") as fh:
-                add_file(lib.lstrip("/"), fh.read(), 0o755)
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-        add_file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
-    return buf.getvalue()
-
-
-def _init_pid(unshare_pid: int) -> int:
-    """The host pid of the namespace's init (the child ``unshare --fork`` made)."""
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{unshare_pid}/task/{unshare_pid}/children") as fh:
-            kids = fh.read().split()
-        if kids:
-            return int(kids[0])
-    return 0
-
-
-def _mounts_under(path: str) -> list[str]:
-    out = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            target = line.split()[4]
-            if target == path or target.startswith(path + "/"):
-                out.append(target)
-    return out
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Engine]:
-    reason = _unavailable()
+    reason = privatedockerd.unavailable()
     if reason:
         pytest.skip(reason)
     root = tempfile.mkdtemp(prefix="lcd-", dir="/tmp")
@@ -179,76 +109,25 @@ def engine() -> Iterator[Engine]:
             "--userland-proxy=false", "--exec-opt", "native.cgroupdriver=cgroupfs", f"--cgroup-parent=/{name}",
             "--log-level=warn",
         ]
-        script = 'ip link set lo up && mount -t tmpfs -o mode=0755 tmpfs /run && exec docker-init -- "$@"'
-        with open(os.path.join(root, "dockerd.log"), "wb") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen(
-                ["unshare", "--fork", "--kill-child", "--pid", "--mount-proc", "--mount", "--propagation", "slave", "--net", "--",
-                 "sh", "-c", script, "sh", *dockerd],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + 30
-        while engine_reachable(url, timeout=2) is not None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(os.path.join(root, "dockerd.log"), errors="replace") as fh:
-                    pytest.fail(f"dockerd did not start: {fh.read()[-2000:]}")
-            time.sleep(0.05)
-        api = eng.api()
+        log = os.path.join(root, "dockerd.log")
+        proc = privatedockerd.spawn(dockerd, log)
         try:
-            image = api.import_image_from_data(_rootfs_tar(), repository="busybox", tag="latest")
-            assert "sha256:" in str(image), image
-            api.tag("busybox:latest", "alpine", "latest")
-        finally:
-            api.close()
+            privatedockerd.wait_ready(url, proc, log)
+        except AssertionError as e:
+            pytest.fail(str(e))
+        eng.netns = f"/proc/{privatedockerd.init_pid(proc.pid)}/ns/net"
+        privatedockerd.import_busybox(url, "alpine")
         yield eng
     finally:
         if proc is not None:
-            _stop_engine(eng, proc, leaked)
-        for target in sorted(_mounts_under(root), key=len, reverse=True):
+            privatedockerd.stop(url, proc, root, leaked)
+        for target in sorted(privatedockerd.mounts_under(root), key=len, reverse=True):
             if target != state:
                 leaked.append(f"mount {target}")
             subprocess.run(["umount", "-l", target], check=False)
-        cg = "/sys/fs/cgroup"  # cgroup v2 (the parent sits at the root) or v1/hybrid (one per hierarchy)
-        for parent in [os.path.join(cg, name), *(os.path.join(cg, h, name) for h in os.listdir(cg))]:
-            if os.path.isdir(parent):
-                for sub in os.listdir(parent):
-                    if os.path.isdir(os.path.join(parent, sub)):
-                        leaked.append(f"cgroup {parent}/{sub[:12]}")
-                        with contextlib.suppress(OSError):
-                            os.rmdir(os.path.join(parent, sub))
-                with contextlib.suppress(OSError):
-                    os.rmdir(parent)  # dockerd creates the parent and leaves it
-                if os.path.isdir(parent):
-                    leaked.append(f"cgroup {parent}")
+        privatedockerd.remove_cgroup_parent(name, leaked)
         shutil.rmtree(root, ignore_errors=True)
         assert not leaked, f"left behind: {leaked}"
-
-
-def _stop_engine(eng: Engine, proc: subprocess.Popen[bytes], leaked: list[str]) -> None:
-    """Remove what the tests left (and say so), then stop dockerd; its pid namespace ends with it."""
-    with contextlib.suppress(Exception):
-        api = eng.api()
-        for c in api.containers(all=True):
-            leaked.append(f"container {c['Names']} {c['State']}")
-            api.remove_container(c["Id"], force=True)
-        api.close()
-    init = _init_pid(proc.pid)
-    if init:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(init, signal.SIGTERM)  # docker-init passes it to dockerd, which stops containerd
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        leaked.append("dockerd ignored SIGTERM")
-        if init:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(init, signal.SIGKILL)  # the pid namespace dies with its init
-        proc.kill()  # --kill-child: unshare's death SIGKILLs the init too
-        proc.wait(timeout=10)
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if eng.root.encode() in fh.read():
-                    leaked.append(f"process {pid}")
 
 
 def arun(fn: Callable[[], Awaitable[T]], timeout: float = 40) -> T:
@@ -306,6 +185,52 @@ def test_worker_lifecycle_exit_codes_and_rejections(engine: Engine) -> None:
             assert engine.task_containers(tid) == []
 
     arun(body)
+
+
+def test_a_tag_pinned_to_an_unknown_digest_runs_the_engines_copy_of_the_tag(engine: Engine) -> None:
+    digest = "sha256:" + "ab" * 32  # what `docker service create` pins from the agent's catalog
+
+    async def body() -> None:
+        ex = engine.executor()
+        c = await ex.create(make_task("pinned", image=f"busybox:latest@{digest}", args=["true"]), [])
+        api = engine.api()
+        try:
+            info = api.inspect_container(c.id)
+        finally:
+            api.close()
+        assert info["Config"]["Image"] == "busybox:latest" and c.image == f"busybox:latest@{digest}"
+        await ex.remove(c)
+        for image in (f"nosuch:1@{digest}", f"busybox@{digest}"):  # no such tag; no tag to fall back to
+            with pytest.raises(base.TaskRejected, match=f"^No such image: {image}$"):
+                await ex.create(make_task("nopin", image=image, args=["true"]), [])
+        assert engine.task_containers("nopin") == []
+        await ex.close()
+
+    arun(body)
+
+
+def test_an_engine_that_is_not_up_yet(engine: Engine) -> None:
+    """The agent may start before the node's engine answers: nothing fails for good."""
+    later = os.path.join(engine.root, "later.sock")
+
+    async def body() -> None:
+        ex = DockerExecutor(f"unix://{later}", engine.state_dir, node_netns=engine.netns)  # asks the engine nothing
+        with pytest.raises(base.TaskRejected, match=f"^the Docker engine at unix://{later} did not answer: "):
+            await ex.create(make_task("early", args=["true"]), [])
+        adopting = asyncio.ensure_future(ex.restore())  # waits: adoption comes before any start
+        await asyncio.sleep(1.5)
+        assert not adopting.done()
+        os.symlink(engine.url.removeprefix("unix://"), later)  # the engine answers there now
+        assert await asyncio.wait_for(adopting, 10) == []
+        c = await ex.create(make_task("late", args=["true"]), [])
+        await ex.remove(c)
+        await ex.close()
+
+    try:
+        arun(body)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(later)
 
 
 def test_signals_sigkill_and_stop_grace(engine: Engine) -> None:
@@ -521,17 +446,17 @@ def test_missing_secret_rejects_and_bad_secret_name_is_refused(engine: Engine) -
 # ------------------------------------------------------------------------------- env, labels, names
 
 
-def test_env_labels_name_hostname_and_network(engine: Engine) -> None:
+def test_env_labels_name_hostname_and_network_mode(engine: Engine) -> None:
     async def body() -> None:
         s = FakeSession()
         w = Worker(engine.state_dir, s, engine.executor())
-        task = make_task("lbl", args=["sh", "-c", "echo A=$A; echo B=$B; hostname; ls /sys/class/net"],
-                         env=["A=1", "B=two words"], grace_s=3)
+        task = make_task("lbl", args=["sh", "-c", "echo A=$A; echo B=$B; hostname"], env=["A=1", "B=two words"],
+                         grace_s=3)
         await w.apply(assign([task]))
         done = await s.wait("lbl", "complete", timeout=20)
         cid = done["container_id"]
         out = [e.data.decode().strip() for e in await collect(w.logs("lbl"))]
-        assert out == ["A=1", "B=two words", cid[:12], "lo"]  # --network none on a bridge-less engine
+        assert out == ["A=1", "B=two words", cid[:12]]
         api = engine.api()
         try:
             info = api.inspect_container(cid)
@@ -548,7 +473,9 @@ def test_env_labels_name_hostname_and_network(engine: Engine) -> None:
             "com.docker.swarm.task.name": "web.1.lbl",
         }
         assert json.loads(lab[SPEC_LABEL])["id"] == "lbl"
-        assert info["HostConfig"]["NetworkMode"] == "none" and info["Config"]["StopTimeout"] == 3
+        # No networks: a node-private address, recorded for adoption.
+        assert json.loads(lab[NETWORK_LABEL]) == [["tasks0", "172.18.0.2/24", "172.18.0.1"]]
+        assert info["HostConfig"]["NetworkMode"] == "none" and info["Config"]["StopTimeout"] == 3  # wired by us
         assert "A=1" in info["Config"]["Env"]
         await shutdown(w)
 
@@ -598,5 +525,99 @@ def test_executor_selection_follows_the_engine(engine: Engine, monkeypatch: pyte
         assert isinstance(ex, DockerExecutor) and ex.base_url == engine.url
         assert ex.secrets_dir.startswith(engine.state_dir)
         await ex.close()
+
+    arun(body)
+
+
+# ----------------------------------------------------------------------------------------- network
+
+
+def _in_node(engine: Engine, *argv: str) -> str:
+    """A command in the node's network namespace (the engine's, where the task bridges are)."""
+    res = subprocess.run(["nsenter", f"--net={engine.netns}", *argv], capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0, f"{argv}: {res.stderr}"
+    return res.stdout
+
+
+def _in_task(engine: Engine, cid: str, script: str) -> str:
+    api = engine.api()
+    try:
+        run = api.exec_create(cid, ["sh", "-c", script])
+        return str(api.exec_start(run["Id"]).decode()).strip()
+    finally:
+        api.close()
+
+
+WEB = "mkdir -p /tmp/w && hostname > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w"
+"""busybox's httpd answering with the container's hostname (its short id)."""
+
+
+def test_tasks_get_their_allocated_address_on_the_nodes_bridges(engine: Engine) -> None:
+    async def body() -> None:
+        ex = engine.executor()
+        ex.net.resolv_conf = lambda gateways: f"nameserver {gateways[0]}\noptions ndots:0\n"  # the mesh's hook
+        a = await ex.create(make_task("ova", args=["sh", "-c", WEB], addresses=[("ovnet1", "10.0.9.5/24")]), [])
+        b = await ex.create(make_task("ovb", args=["sh", "-c", WEB], addresses=[("ovnet1", "10.0.9.6/24")]), [])
+        f1 = await ex.create(make_task("fb1", args=["sh", "-c", LOOP]), [])
+        f2 = await ex.create(make_task("fb2", args=["sh", "-c", LOOP]), [])
+        assert [c.addresses for c in (a, b, f1, f2)] == [["10.0.9.5/24"], ["10.0.9.6/24"], ["172.18.0.2/24"],
+                                                         ["172.18.0.3/24"]]
+        for c in (a, b, f1, f2):
+            await ex.start(c)  # returns once the container is wired
+        # The task's IP answers from the node's namespace, and it is this container that answers.
+        for c, ip in ((a, "10.0.9.5"), (b, "10.0.9.6")):
+            got = ""
+            for _ in range(50):
+                try:
+                    got = _in_node(engine, "curl", "-sS", "-m", "3", f"http://{ip}:8080/")
+                    break
+                except AssertionError as e:
+                    got = str(e)
+                    await asyncio.sleep(0.1)  # httpd not listening yet
+            assert got.strip() == c.id[:12]
+        # Inside: the allocated address on eth0, the node as default gateway, the overlay MTU, the mesh's DNS.
+        assert "inet 10.0.9.5/24" in _in_task(engine, a.id, "ip -o -4 addr show dev eth0")
+        route = _in_task(engine, a.id, "ip route show default").split()
+        assert route[:5] == ["default", "via", "10.0.9.1", "dev", "eth0"]
+        assert _in_task(engine, a.id, "cat /sys/class/net/eth0/mtu") == "1450"
+        assert _in_task(engine, a.id, "cat /etc/resolv.conf") == "nameserver 10.0.9.1\noptions ndots:0"
+        assert _in_task(engine, a.id, "wget -q -O - http://10.0.9.6:8080/") == b.id[:12]  # task to task
+        assert "inet 172.18.0.2/24" in _in_task(engine, f1.id, "ip -o -4 addr show dev eth0")
+        assert "nameserver 172.18.0.1" not in _in_task(engine, f1.id, "cat /etc/resolv.conf")  # no overlay: no mesh DNS
+        # The node ends are ports of the network's bridge, which holds the gateway address.
+        ports = _in_node(engine, "ip", "-o", "link", "show", "master", "tnovnet1")
+        assert f"v{a.id[:12]}0@" in ports and f"v{b.id[:12]}0@" in ports
+        assert "inet 10.0.9.1/24" in _in_node(engine, "ip", "-o", "-4", "addr", "show", "dev", "tnovnet1")
+        await ex.close()
+
+        # A restarted agent knows the adopted tasks' addresses: the next node-private one is free.
+        ex2 = engine.executor()
+        restored = {c.task.id: c for c in await ex2.restore()}
+        assert {t: c.addresses for t, c in restored.items()} == {
+            "ova": ["10.0.9.5/24"], "ovb": ["10.0.9.6/24"], "fb1": ["172.18.0.2/24"], "fb2": ["172.18.0.3/24"]}
+        f3 = await ex2.create(make_task("fb3", args=["sh", "-c", LOOP]), [])
+        assert f3.addresses == ["172.18.0.4/24"]
+        for c in [*restored.values(), f3]:
+            await ex2.remove(c)
+        # Gone with the containers: their interfaces and the mesh resolv.conf files.
+        assert " v" not in _in_node(engine, "ip", "-o", "link", "show", "type", "veth") + " "
+        assert os.listdir(ex2.resolv_dir) == []
+        await ex2.close()
+
+    arun(body)
+
+
+def test_a_task_whose_network_cannot_be_wired_is_killed_and_fails(engine: Engine) -> None:
+    async def body() -> None:
+        ex = DockerExecutor(engine.url, engine.state_dir, node_netns=engine.netns,
+                            fallback_subnet="172.31.0.0/24", fallback_bridge="lo")  # loopback takes no ports
+        c = await ex.create(make_task("nowire", args=["sh", "-c", LOOP]), [])
+        with pytest.raises(base.StartFailed, match=r"network setup failed: add veth v\w+: Operation not supported"):
+            await ex.start(c)
+        assert c.state == "exited" and c.exit_code == 137  # it never ran without its network
+        assert engine.task_containers("nowire")[0]["State"] == "exited"
+        await ex.remove(c)
+        await ex.close()
+        _in_node(engine, "ip", "addr", "del", "172.31.0.1/24", "dev", "lo")
 
     arun(body)

@@ -114,3 +114,20 @@ def test_load_spec_from_file(tmp_path: Path) -> None:
     assert spec.name == "dca" and spec.swarm == "bare"
     assert [n.name for n in spec.nodes] == ["manager1", "worker1", "worker2"]
     assert load_spec(None) == default_spec()
+
+
+def test_executor_defaults_to_process_and_docker_needs_a_vm_or_ssh_provider() -> None:
+    assert default_spec().executor == "process"
+    vm = parse_spec({"provider": "vagrant", "managers": 1, "executor": "docker"})
+    assert vm.executor == "docker"
+    ssh = parse_spec({"provider": "ssh", "executor": "docker",
+                      "nodes": [{"name": "pc1", "role": "manager", "ssh": {"address": "10.1.2.3"}}]})
+    assert ssh.executor == "docker"
+    assert vm.with_subnet(ipaddress.IPv4Network("192.168.56.0/24")).executor == "docker"  # survives the record
+    with pytest.raises(SpecError, match=r"^lab spec: executor: docker needs provider vagrant or ssh: netns nodes"):
+        parse_spec({"managers": 1, "executor": "docker"})
+    with pytest.raises(SpecError, match="executor: docker needs provider vagrant or ssh"):
+        parse_spec({"managers": 1, "executor": "docker", "via": "ssh"})  # an sshd in a namespace is no VM
+    with pytest.raises(SpecError, match=r"^lab spec: executor: must be 'process' or 'docker'$"):
+        parse_spec({"provider": "vagrant", "managers": 1, "executor": "podman"})
+    assert parse_spec({"managers": 1, "executor": "process"}).executor == "process"

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from labctl import vagrantfile
+from labctl import dockerengine, vagrantfile
+from labctl.errors import LabError
 from labctl.spec import SpecError, parse_spec
 
 
@@ -20,12 +22,13 @@ def _render(data: dict[str, object]) -> str:
     return vagrantfile.render(spec)
 
 
-SPECS = {
+SPECS: dict[str, dict[str, object]] = {
     "default": {"name": "swarm", "managers": 3, "workers": 2},
     "custom": {"name": "room", "subnet": "192.168.59.0/24",
                "vagrant": {"box": "generic/debian12", "cpus": 2, "memory": 2048, "provider": "libvirt"},
                "nodes": [{"name": "master", "role": "manager"}, {"name": "node01", "ip": "192.168.59.20"}]},
     "single": {"name": "solo", "nodes": [{"name": "node-001", "role": "manager"}]},
+    "docker": {"name": "dock", "managers": 1, "workers": 1, "executor": "docker"},
 }
 
 
@@ -118,3 +121,77 @@ def test_rendered_vagrantfiles_pass_vagrant_validate(name: str, tmp_path: Path) 
                          capture_output=True, text=True, timeout=180,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "VAGRANT_HOME": str(tmp_path / ".vd")})
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+RUBY = shutil.which("ruby")
+CAPTURE = r"""
+require "json"
+SCRIPTS = {}
+class Anything
+  def method_missing(name, *args, **kw, &blk)
+    SCRIPTS[kw[:name]] = kw[:inline] if name == :provision && kw[:inline]
+    blk.call(Anything.new) if blk
+    Anything.new
+  end
+
+  def respond_to_missing?(*) = true
+end
+module Vagrant
+  def self.configure(_version) = yield(Anything.new)
+end
+load ARGV[0]
+puts JSON.generate(SCRIPTS)
+"""
+
+
+def _provision_scripts(text: str, tmp_path: Path) -> dict[str, str]:
+    """The provisioning scripts exactly as Ruby reads the Vagrantfile (heredoc indentation rules included)."""
+    (tmp_path / "Vagrantfile").write_text(text)
+    res = subprocess.run([RUBY or "ruby", "-e", CAPTURE, str(tmp_path / "Vagrantfile")], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    scripts: dict[str, str] = json.loads(res.stdout)
+    return scripts
+
+
+def _heredoc(script: str, command: str) -> str:
+    """The body of the shell heredoc that follows ``command`` in ``script``."""
+    start = script.index(command + " <<'LABCTL_EOF'\n") + len(command) + len(" <<'LABCTL_EOF'\n")
+    return script[start:script.index("\nLABCTL_EOF\n", start) + 1]
+
+
+@pytest.mark.skipif(RUBY is None, reason="needs ruby (Debian's vagrant package depends on it)")
+def test_executor_docker_provisions_the_engine_on_its_own_socket(tmp_path: Path) -> None:
+    scripts = _provision_scripts(_render(SPECS["docker"]), tmp_path)
+    assert list(scripts) == ["labctl-base", "labctl-docker-engine"]  # the engine after the base tools
+    engine = scripts["labctl-docker-engine"]
+    assert not engine.startswith(" ")  # the squiggly heredoc took the template's indentation away
+    config = json.loads(_heredoc(engine, f"cat > {dockerengine.CONFIG_PATH}.new"))
+    assert config == dockerengine.daemon_config()
+    assert config["hosts"] == ["unix:///run/docker-engine/docker.sock"]  # never /run/docker.sock: the agent's
+    assert [config[k] for k in ("bridge", "iptables", "ip-forward", "ip-masq")] == ["none", False, False, False]
+    assert config["data-root"].startswith("/var/lib/docker/") and config["exec-root"] == "/run/docker-engine"
+    unit = _heredoc(engine, f"cat > /etc/systemd/system/{dockerengine.UNIT_NAME}.new")
+    assert unit == dockerengine.UNIT and f"--config-file {dockerengine.CONFIG_PATH}" in unit
+    assert "Before=labagent.service" in unit and "$MAINPID" in unit  # no Ruby or shell expansion on the way
+    # Masked before the install (the package cannot start them), then the engine must answer.
+    mask = "systemctl mask --now docker.service docker.socket containerd.service"
+    assert engine.index(mask) < engine.index("apt-get install")
+    assert "docker -H unix:///run/docker-engine/docker.sock version" in engine
+    res = subprocess.run(["sh", "-n"], input=engine, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    base = scripts["labctl-base"]
+    assert base.index("systemctl mask --now") < base.index("apt-get install")
+
+
+@pytest.mark.skipif(RUBY is None, reason="needs ruby (Debian's vagrant package depends on it)")
+def test_executor_process_provisions_no_engine(tmp_path: Path) -> None:
+    text = _render(SPECS["default"])
+    assert "labctl-docker-engine" not in text and "docker-engine.json" not in text
+    assert list(_provision_scripts(text, tmp_path)) == ["labctl-base"]
+
+
+def test_engine_files_cannot_end_the_heredocs_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dockerengine, "UNIT", "[Unit]\n  SHELL\nsystem('id')\n")
+    with pytest.raises(LabError, match="engine_unit cannot be put into the Vagrantfile"):
+        _render(SPECS["docker"])
