@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 ENGINE_VERSION = "26.1.0"
+JOIN_READY_TIMEOUT = 10.0
+"""How long `swarm join` waits for the node's dispatcher session (registered = Ready), as dockerd does."""
 
 
 @dataclass
@@ -236,9 +238,7 @@ class SwarmNode:
             return
         self.worker = worker
         if self.mesh is not None:
-            from agents.mesh.agent import drain_delay_s
-
-            worker.drain_delay_s = drain_delay_s()
+            worker.mesh_drain = self.mesh.drain
             net = getattr(worker.executor, "net", None)
             if net is not None and hasattr(net, "resolv_conf"):
                 net.resolv_conf = self.mesh.resolv_conf
@@ -335,6 +335,14 @@ class SwarmNode:
             return
         if info["role"] == "manager" and st.role == "worker" and info.get("raft_id"):
             async with self._lock:
+                await self._become_manager(int(info["raft_id"]), tls, answered)
+        elif (info["role"] == "manager" and st.role == "manager" and info.get("raft_id")
+              and int(info["raft_id"]) != st.raft_id):
+            # Demoted and promoted again before this node saw the demotion: its Raft member was removed
+            # and the role manager gave it a new one. Start Raft afresh under the new id.
+            async with self._lock:
+                await self._stop_manager()
+                shutil.rmtree(self.swarm_dir / "raft", ignore_errors=True)
                 await self._become_manager(int(info["raft_id"]), tls, answered)
         elif info["role"] == "worker" and st.role == "manager" and info.get("removed"):
             async with self._lock:
@@ -499,6 +507,7 @@ class SwarmNode:
         self.state.save(self.swarm_dir)
         manager = await self._start_manager(join=False, force_new_cluster=True)
         await self._wait_self_leader(manager)
+        self._watch_role()  # restored from a backup on a node that was outside the swarm: it has no session yet
         return self.state.node_id
 
     async def join(self, token: str, remote: str, advertise_ip: str) -> None:
@@ -535,6 +544,9 @@ class SwarmNode:
                     await self._stop_manager()
                     raise
             self._watch_role()
+            if self.session is not None:  # as dockerd, answer once registered: `node ls` then says Ready
+                with contextlib.suppress(TimeoutError):
+                    await self.session.wait_connected(JOIN_READY_TIMEOUT)
 
     async def leave(self, force: bool) -> None:
         """`docker swarm leave [--force]`, with Docker's refusal for managers."""

@@ -20,6 +20,7 @@ from agents.state.objects import (
     Meta,
     Network,
     Node,
+    NodeRole,
     Secret,
 )
 
@@ -174,7 +175,9 @@ def node_json(node: Node, cluster: Cluster | None = None) -> JSON:
 
     out: JSON = {"ID": node.id, **meta_json(node.meta), "Spec": spec, "Description": desc, "Status": status}
     ms = node.manager_status
-    if ms is not None:
+    # Only a Raft voter has a ManagerStatus (SwarmKit derives it from the Raft member list): a node being
+    # promoted has its Raft id already, but shows no manager status until it has caught up and votes.
+    if ms is not None and node.role is NodeRole.MANAGER:
         mjson: JSON = {}
         if ms.leader:
             mjson["Leader"] = True
@@ -235,6 +238,32 @@ def cluster_network_json(net: Network) -> JSON:
         "Containers": {},
         "Options": options,
         "Labels": dict(spec.labels),
+    }
+
+
+def attached_network_json(net_id: str, name: str, vni: int, subnet: str, gateway: str, ingress: bool,
+                          created: float) -> JSON:
+    """A swarm network as a worker lists it (from the routing-mesh table it was sent): what dockerd's
+    libnetwork has for an overlay network this node takes part in."""
+    config: JSON = {"Subnet": subnet}
+    if gateway:
+        config["Gateway"] = gateway
+    return {
+        "Name": name,
+        "Id": net_id,
+        "Created": go_time(created),
+        "Scope": "swarm",
+        "Driver": "overlay",
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": None, "Config": [config] if subnet else []},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {},
+        "Options": {"com.docker.network.driver.overlay.vxlanid_list": str(vni)} if vni else {},
+        "Labels": {},
     }
 
 

@@ -11,6 +11,7 @@ meanwhile answers 421 with the new leader's address and the follower retries the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -38,9 +39,14 @@ MISDIRECTED = 421
 FORWARD_HEADERS = ("Content-Type", "X-Registry-Auth", "User-Agent")
 """Request headers handlers may look at; the rest (Host, Content-Length…) belong to the hop."""
 RETURN_HEADERS = ("Content-Type",)
-MAX_HOPS = 4
+MAX_ATTEMPTS = 64
+"""Redirects plus retries while a new leader is elected (each retry waits LEADER_POLL; the deadline rules)."""
 FORWARD_TIMEOUT = 60.0
 """Long enough for a commit under an election; the CLI waits much longer."""
+CONNECT_TIMEOUT = 2.0
+"""A halted leader drops SYNs: give up on it quickly and look for the new one."""
+LEADER_POLL = 0.2
+MIN_LEADER_WAIT = 3.0
 
 LocalApi = Callable[[str, str, bytes, dict[str, str]], Awaitable[tuple[int, bytes, dict[str, str]]]]
 
@@ -64,10 +70,15 @@ def _client_tls(swarm: SwarmNode) -> Any:
 
 
 async def forward(request: web.Request, swarm: SwarmNode, manager: Manager) -> web.Response:
-    """Answer ``request`` with the leader's answer to it (raises 503 when no leader can be reached)."""
-    leader = manager.leader_control_addr()
-    if leader is None:
-        raise Unavailable(NO_LEADER_MSG)
+    """Answer ``request`` with the leader's answer to it (raises 503 when no leader can be reached).
+
+    A leader that cannot be reached (halted, cut off) is not the end: while the election that replaces
+    it runs, this follower keeps re-reading who leads and tries again, for :func:`_give_up_after`.
+    Connecting is retried for any request; a request that may have reached the leader is retried only
+    when it is a read (``GET``/``HEAD``), as a write's outcome is then unknown.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _give_up_after(manager)
     body = await request.read()
     payload = {
         "method": request.method,
@@ -75,36 +86,73 @@ async def forward(request: web.Request, swarm: SwarmNode, manager: Manager) -> w
         "body": base64.b64encode(body).decode(),
         "headers": {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers},
     }
+    idempotent = request.method in ("GET", "HEAD")
     tls = _client_tls(swarm)
-    timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+    timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
+    redirected_to: str | None = None
     async with aiohttp.ClientSession() as session:
-        for _ in range(MAX_HOPS):
+        for _ in range(MAX_ATTEMPTS):
+            leader = redirected_to or await _await_leader(manager, deadline)
+            redirected_to = None
             try:
                 async with session.post(f"https://{leader}/v1/forward", json=payload, ssl=tls,
                                         timeout=timeout) as resp:
                     status = resp.status
                     data = json.loads(await resp.read())
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+                log.info("forwarding %s %s: leader %s unreachable (%s); waiting for a leader",
+                         request.method, request.path, leader, e)
+                await _pause_or_give_up(loop, deadline)
+                continue
             except (aiohttp.ClientError, TimeoutError, ValueError) as e:
                 log.warning("forwarding %s %s to %s failed: %s", request.method, request.path, leader, e)
-                raise Unavailable(NO_LEADER_MSG) from None
+                if not idempotent:
+                    raise Unavailable(NO_LEADER_MSG) from None
+                await _pause_or_give_up(loop, deadline)
+                continue
             if not isinstance(data, dict):
                 raise ApiError(502, f"unexpected answer from the leader at {leader}")
             if status != 200:
                 if status == MISDIRECTED and data.get("leader"):
-                    leader = str(data["leader"])
+                    redirected_to = str(data["leader"])
                     continue
                 raise ApiError(status if status >= 400 else 502, str(data.get("message", f"HTTP {status}")))
             inner_status = int(data.get("status", 502))
             inner_body = base64.b64decode(str(data.get("body", "")))
             if inner_status == MISDIRECTED:
                 try:
-                    leader = str(json.loads(inner_body)["leader"])
+                    redirected_to = str(json.loads(inner_body)["leader"])
                 except (ValueError, KeyError, TypeError):
                     raise Unavailable(NO_LEADER_MSG) from None
                 continue
             headers = {k: str(v) for k, v in (data.get("headers") or {}).items() if k in RETURN_HEADERS}
             return web.Response(status=inner_status, body=inner_body, headers=headers)
     raise Unavailable(NO_LEADER_MSG)
+
+
+def _give_up_after(manager: Manager) -> float:
+    """How long a follower waits for a reachable leader: a few election timeouts (as a proposal)."""
+    return max(MIN_LEADER_WAIT, 4 * manager.election_timeout)
+
+
+async def _await_leader(manager: Manager, deadline: float) -> str:
+    """The leader's control address, waiting out an election under way; Docker's "no leader" error at
+    once when this manager has seen no leader for two election timeouts (quorum is lost: SwarmKit's
+    ``LeaderConn`` gives up after one; the second absorbs a split vote on a loaded host)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        leader = manager.leader_control_addr()
+        if leader is not None:
+            return leader
+        if manager.leaderless_for() > 2 * manager.election_timeout or loop.time() >= deadline:
+            raise Unavailable(NO_LEADER_MSG)
+        await asyncio.sleep(LEADER_POLL)
+
+
+async def _pause_or_give_up(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    if loop.time() + LEADER_POLL >= deadline:
+        raise Unavailable(NO_LEADER_MSG)
+    await asyncio.sleep(LEADER_POLL)
 
 
 def local_replayer(socket_path: Path) -> LocalApi:

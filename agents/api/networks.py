@@ -26,7 +26,13 @@ from agents.api.cluster import (
     labels_match,
     swarm_of,
 )
-from agents.api.convert import GWBRIDGE, PREDEFINED_NETWORKS, cluster_network_json, local_networks
+from agents.api.convert import (
+    GWBRIDGE,
+    PREDEFINED_NETWORKS,
+    attached_network_json,
+    cluster_network_json,
+    local_networks,
+)
 from agents.api.errors import ApiError, Conflict, InvalidParameter, NotFound
 from agents.api.httputil import expect_type, json_response, optional_field, query_filters, read_json_object
 from agents.api.routing import RouteTable
@@ -49,14 +55,18 @@ JSON = dict[str, Any]
 # ------------------------------------------------------------------------------------------ sources
 
 
-def _local(request: web.Request) -> list[JSON]:
+def _local_created(request: web.Request) -> float:
     ctx = node_context(request)
     try:
-        created = os.stat(ctx.config.state_dir / "engine-id").st_mtime
+        return os.stat(ctx.config.state_dir / "engine-id").st_mtime
     except OSError:
-        created = ctx.started_at
+        return ctx.started_at
+
+
+def _local(request: web.Request) -> list[JSON]:
+    ctx = node_context(request)
     swarm = swarm_of(request)
-    return local_networks(ctx.engine_id, created, swarm is not None and swarm.state is not None)
+    return local_networks(ctx.engine_id, _local_created(request), swarm is not None and swarm.state is not None)
 
 
 async def _cluster(request: web.Request) -> list[JSON]:
@@ -71,6 +81,26 @@ async def _cluster(request: web.Request) -> list[JSON]:
     except ManagerError:
         return []  # as dockerd: without the cluster, the list still shows the node's own networks
     return [cluster_network_json(n) for n in manager.store.list(Network) if not n.pending_delete]
+
+
+def _attached(request: web.Request) -> list[JSON]:
+    """On a worker: the swarm networks this node takes part in, as dockerd lists them there: ``ingress``
+    (every node has its sandbox), and an overlay network only while a task of this node is attached to
+    it (so it appears with the first task, with the cluster's id)."""
+    swarm = swarm_of(request)
+    if swarm is None or swarm.state is None or swarm.manager is not None:
+        return []
+    table = getattr(getattr(swarm, "mesh", None), "table", None)
+    if table is None:
+        return []
+    used: set[str] = set()
+    worker = getattr(swarm, "worker", None)
+    if worker is not None:
+        for c in worker.containers(all=False):
+            used.update((c.get("NetworkSettings") or {}).get("Networks") or {})
+    created = _local_created(request)
+    return [attached_network_json(n.id, n.name, n.vni, n.subnet, n.gateway, n.ingress, created)
+            for n in table.networks.values() if n.ingress or n.id in used]
 
 
 def _regex_match(values: list[str], source: str) -> bool:
@@ -143,13 +173,13 @@ def _find(networks: list[JSON], ref: str) -> JSON:
 @routes.get("/networks")
 async def list_networks(request: web.Request) -> web.StreamResponse:
     filters = query_filters(request)
-    return json_response(_filter([*_local(request), *await _cluster(request)], filters))
+    return json_response(_filter([*_local(request), *await _cluster(request), *_attached(request)], filters))
 
 
 @routes.get("/networks/{id}")
 async def inspect_network(request: web.Request) -> web.StreamResponse:
     scope = request.query.get("scope", "")
-    networks = [*_local(request), *await _cluster(request)]
+    networks = [*_local(request), *await _cluster(request), *_attached(request)]
     if scope:
         networks = [n for n in networks if n["Scope"] == scope or (scope == "global" and n["Scope"] == "swarm")]
     return json_response(_find(networks, request.match_info["id"]))

@@ -16,6 +16,7 @@ node -> manager
 * ``{"type": "status", "seq": n, "updates": [{"task_id", "state", "message", "err", "exit_code",
   "container_id", "pid", "timestamp"}]}`` — ``state`` is Docker's lowercase name (``"running"``) or the
   numeric ``TaskState``. Answered by ``status_ack``.
+* ``{"type": "mesh_ack", "stream", "gen"}`` — the node's routing mesh has programmed that ``mesh`` message.
 
 manager -> node
 
@@ -34,7 +35,10 @@ manager -> node
   leader's dispatcher; reconnect to ``leader`` (or to another manager when null). Then the socket closes.
 * ``{"type": "mesh", "full": bool, "services": [...], "removed": [service id], "networks": [...],
   "nodes": [...]}`` — the routing-mesh table (`agents.mesh.table`): ``full`` once per session after the
-  first assignments, then deltas at most every ~20 ms while services, tasks, networks or nodes change.
+  first assignments, then deltas at most every ~20 ms while services, tasks, networks or nodes change;
+  each carries the publisher's ``stream`` and ``gen`` (`agents.mesh.publisher`).
+* ``{"type": "mesh_applied", "stream", "gen"}`` — every session has acknowledged ``gen`` (so no node
+  balances connections to a task that message removed).
 * ``{"type": "error", "message"}`` — fatal for the session (node unknown, session replaced, too slow...);
   the socket closes and the node reconnects with backoff.
 
@@ -418,7 +422,8 @@ class Dispatcher(ControlLoop):
         self._unsubscribe: Callable[[], None] | None = None
         self._managers: list[dict[str, Any]] = []
         self._rng = random.Random()
-        self.mesh = MeshPublisher(store, self._broadcast_mesh)
+        self.mesh = MeshPublisher(store, self._broadcast_mesh,
+                                  members=lambda: [s.id for s in self._sessions.values()])
         """Routing-mesh table pushed to every node (issue 7)."""
 
     # ----------------------------------------------------------------------------------------- config
@@ -932,6 +937,7 @@ class Dispatcher(ControlLoop):
     def _drop_session(self, s: _Session) -> None:
         if self._sessions.get(s.node_id) is s:
             del self._sessions[s.node_id]
+            self.mesh.check()  # the slowest node to apply the mesh may have been this one
         reg = self._registered.get(s.node_id)
         if reg is not None and reg.session is s:
             reg.session = None  # heartbeat deadline keeps running: the node has until then to come back
@@ -964,6 +970,8 @@ class Dispatcher(ControlLoop):
                 s.send(
                     {"type": "status_ack", "seq": msg.get("seq"), "accepted": accepted, "dropped": dropped}
                 )
+            elif mtype == "mesh_ack":
+                self.mesh.ack(s.id, msg.get("stream"), msg.get("gen"))
             else:
                 log.info("node %s: ignoring message of type %r", s.node_id, mtype)
 

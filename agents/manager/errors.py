@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 NO_LEADER_MSG = (
-    "The swarm does not have a leader. It's possible that too few managers are online. "
-    "Make sure more than half of the managers are online."
+    "rpc error: code = Unknown desc = The swarm does not have a leader. "
+    "It's possible that too few managers are online. Make sure more than half of the managers are online."
 )
 NOT_MANAGER_MSG = (
     "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "

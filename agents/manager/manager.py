@@ -61,6 +61,7 @@ class Manager:
         self._leading = False
         self._watch_task: asyncio.Task[None] | None = None
         self._leader_hooks: list[Callable[[bool], None]] = []
+        self._leaderless_since: float | None = None  # loop time this manager last lost sight of a leader
         self.raft = RaftNode(self._raft_config(), StoreStateMachine(self.store))
         timeout = config.commit_timeout or config.tick_interval * config.election_ticks * 4
         self.committer: Committer = RaftCommitter(self.raft, self.control_addr_of_raft, timeout)
@@ -133,11 +134,26 @@ class Manager:
         leader = self.raft.leader
         return self.control_addr_of_raft(leader) if leader else None
 
+    @property
+    def election_timeout(self) -> float:
+        return self.config.tick_interval * self.config.election_ticks
+
+    def leaderless_for(self) -> float:
+        """Seconds this manager has known no leader (0 while it knows one). SwarmKit answers "no leader"
+        at once after an election timeout without one, and waits for the election before that."""
+        if self.raft.leader or self._leaderless_since is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._leaderless_since
+
     async def _watch_leadership(self) -> None:
         """Start loops on gaining leadership, stop them on losing it; keep ManagerStatus current."""
         interval = max(0.02, self.config.tick_interval / 2)
         while True:
             leading = self.raft.is_leader
+            if self.raft.leader:
+                self._leaderless_since = None
+            elif self._leaderless_since is None:
+                self._leaderless_since = asyncio.get_running_loop().time()
             if leading and not self._leading:
                 self._leading = True
                 log.info("became leader (raft id %x)", self.config.raft_id)
@@ -189,6 +205,8 @@ class Manager:
 
     async def read_barrier(self) -> None:
         """Linearizable reads: wait until this manager has applied everything the leader had committed."""
+        if self.leaderless_for() > 2 * self.election_timeout:
+            raise NoLeader()  # quorum is lost: answer at once, as the forwarded requests do
         try:
             await self.raft.read_index(timeout=self.config.tick_interval * self.config.election_ticks * 4)
         except TimeoutError:

@@ -126,9 +126,16 @@ async def lab_device(runner: Runner, lab_ip: str) -> str:
 BRIDGE_NF_SYSCTL = "net.bridge.bridge-nf-call-iptables"
 
 
-async def prepare_node(runner: Runner) -> None:
+async def prepare_node(runner: Runner, lab_dev: str = "") -> None:
     """Routing the mesh needs: forwarding on, no ICMP redirects (DNAT hairpins out the interface it came
-    in on), loose reverse-path checks (replies from a task come back over the lab, not the overlay).
+    in on), loose reverse-path checks (replies from a remote task come back over the lab, not the
+    overlay: a strict check on the lab device, as RHEL-like hosts set by default, drops them; the
+    effective value is the larger of ``all`` and the device's, so both are loosened).
+
+    ``route_localnet``: a published port reached at 127.0.0.1 from the node itself is DNATed in the
+    output hook to a task address, and the kernel refuses to route a 127.0.0.0/8 source (and the
+    de-NATed reply's 127.0.0.1 destination) off the loopback device without it. The packet leaves
+    SNATed to the lab address; `rules.base_script` drops anything else arriving for 127.0.0.0/8.
 
     And bridged IPv4 kept out of the ip hooks (``br_netfilter``, built into many kernels and on by default
     in every namespace): with it, a task's packet to a VIP is DNATed while still inside the bridge and,
@@ -139,10 +146,17 @@ async def prepare_node(runner: Runner) -> None:
     await runner.sysctl("net.ipv4.ip_forward", "1")
     await runner.sysctl("net.ipv4.conf.all.send_redirects", "0")
     await runner.sysctl("net.ipv4.conf.default.send_redirects", "0")
-    if (await runner.read_sysctl("net.ipv4.conf.all.rp_filter")) == "1":
-        await runner.sysctl("net.ipv4.conf.all.rp_filter", "2")
+    for conf in ("all", "default", *([lab_dev] if lab_dev else [])):
+        await loosen_rp_filter(runner, conf)
+    await runner.sysctl("net.ipv4.conf.all.route_localnet", "1")
     if (await runner.read_sysctl(BRIDGE_NF_SYSCTL)) == "1":  # per namespace since Linux 5.3
         await runner.sysctl(BRIDGE_NF_SYSCTL, "0")
+
+
+async def loosen_rp_filter(runner: Runner, conf: str) -> None:
+    """A strict reverse-path check (1) on ``conf`` becomes loose (2); off (0) stays off."""
+    if (await runner.read_sysctl(f"net.ipv4.conf.{conf}.rp_filter")) == "1":
+        await runner.sysctl(f"net.ipv4.conf.{conf}.rp_filter", "2")
 
 
 async def bridged_nat(runner: Runner) -> bool:
@@ -158,6 +172,7 @@ async def apply(runner: Runner, old: OverlayState, new: OverlayState, lab_ip: st
     for name in new.bridges:
         if name not in old.bridges:
             await runner.sysctl(f"net.ipv4.conf.{name}.send_redirects", "0")
+            await loosen_rp_filter(runner, name)  # the executor may have made it before ``default`` changed
             if mode == "static":
                 await runner.sysctl(f"net.ipv4.conf.{name}.proxy_arp", "1")
 

@@ -8,8 +8,14 @@ Shape (kube-proxy's nftables mode, shrunk)::
                ip daddr vmap @vips                                           # a VIP forwards every port
     svc-<service>-<net>-<proto>-<port>:  mark, dnat to numgen inc mod N map { 0 : <task ip>, … } [: port]
     postrouting (nat, srcnat): marked -> snat to <this node's lab IP>
-    input (filter): marked or VIP traffic nobody took -> reject (no backends = connection refused)
+    input (filter): 127.0.0.0/8 from outside -> drop, unless a de-NATed reply (route_localnet is on);
+                    marked or VIP traffic nobody took -> reject (no backends = connection refused)
     forward (filter): a task bridge may not route into another task bridge (overlay isolation)
+
+Connections from the node itself (its lab address or 127.0.0.1, as with Docker) take the output hook;
+the SNAT to the lab address then holds for every backend: a local task answers it through its gateway
+(this node), a remote one straight over the lab network, and a 127.0.0.1 source (which must not leave
+the node; see `overlay.prepare_node`, ``route_localnet``) is replaced by it.
 
 (One chain per service and port with an inline numgen map rather than kube-proxy's endpoint chains:
 fewer objects for nft's ruleset cache.) Every change is one transaction holding only the changed
@@ -120,6 +126,9 @@ def base_script(lab_ip: str) -> list[str]:
         f"add chain {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}",
         f"add rule {t} postrouting meta mark & {MARK:#x} == {MARK:#x} snat ip to {lab_ip}",
         f"add chain {t} input {{ type filter hook input priority 0; policy accept; }}",
+        # route_localnet is on (127.0.0.1 reaches published ports): 127.0.0.0/8 from outside only as the
+        # de-NATed reply of such a connection
+        f'add rule {t} input iifname != "lo" ip daddr 127.0.0.0/8 ct status & snat == 0 drop',
         f"add rule {t} input meta mark & {MARK:#x} == {MARK:#x} meta l4proto tcp reject with tcp reset",
         f"add rule {t} input ip daddr @vipaddrs meta l4proto tcp reject with tcp reset",
         f"add rule {t} input ip daddr @vipaddrs reject",
@@ -140,41 +149,52 @@ def base_script(lab_ip: str) -> list[str]:
 
 def service_diff(old: ServiceRules | None, new: ServiceRules | None) -> list[str]:
     """Commands turning ``old`` into ``new`` (either may be None: a service appearing or leaving)."""
+    return services_diff([(old, new)])
+
+
+def services_diff(changes: list[tuple[ServiceRules | None, ServiceRules | None]]) -> list[str]:
+    """One transaction for several services, phase by phase: every service's chains first, then every
+    map element removed, then every element added, then the chains no longer used. A VIP or port passing
+    from one service to another (`agents.mesh.table.owners`) thus leaves before it is added again."""
     t = f"ip {TABLE}"
-    old = old or ServiceRules()
-    new = new or ServiceRules()
-    cmds: list[str] = []
-    for name, rules in new.chains.items():  # endpoint chains first: service chains jump to them
-        if name not in old.chains:
-            cmds.append(f"add chain {t} {name}")
-        elif old.chains[name] == rules:
-            continue
-        else:
-            cmds.append(f"flush chain {t} {name}")
-        cmds += [f"add rule {t} {name} {r}" for r in rules]
-    for (proto, port), ch in old.ingress.items():
-        if new.ingress.get((proto, port)) != ch:
-            cmds.append(f"delete element {t} ingress {{ {proto} . {port} }}")
-    for vip, ch in old.vips.items():
-        if new.vips.get(vip) != ch:
-            cmds.append(f"delete element {t} vips {{ {vip} }}")
-        if vip not in new.vips:
-            cmds.append(f"delete element {t} vipaddrs {{ {vip} }}")
-            cmds.append(f"delete element bridge {TABLE} anycast {{ {vip} }}")
-    for (proto, port), ch in new.ingress.items():
-        if old.ingress.get((proto, port)) != ch:
-            cmds.append(f"add element {t} ingress {{ {proto} . {port} : goto {ch} }}")
-    for vip, ch in new.vips.items():
-        if old.vips.get(vip) != ch:
-            cmds.append(f"add element {t} vips {{ {vip} : goto {ch} }}")
-        if vip not in old.vips:
-            cmds.append(f"add element {t} vipaddrs {{ {vip} }}")
-            cmds.append(f"add element bridge {TABLE} anycast {{ {vip} }}")
-    gone = [name for name in old.chains if name not in new.chains]
-    # service chains first now: once they no longer jump to an endpoint chain, it can go
-    for name in sorted(gone, key=lambda n: n.startswith("ep-")):
-        cmds += [f"flush chain {t} {name}", f"delete chain {t} {name}"]
-    return cmds
+    chains: list[str] = []
+    removed: list[str] = []
+    added: list[str] = []
+    dropped: list[str] = []
+    for old, new in changes:
+        old = old or ServiceRules()
+        new = new or ServiceRules()
+        for name, rules in new.chains.items():  # endpoint chains first: service chains jump to them
+            if name not in old.chains:
+                chains.append(f"add chain {t} {name}")
+            elif old.chains[name] == rules:
+                continue
+            else:
+                chains.append(f"flush chain {t} {name}")
+            chains += [f"add rule {t} {name} {r}" for r in rules]
+        for (proto, port), ch in old.ingress.items():
+            if new.ingress.get((proto, port)) != ch:
+                removed.append(f"delete element {t} ingress {{ {proto} . {port} }}")
+        for vip, ch in old.vips.items():
+            if new.vips.get(vip) != ch:
+                removed.append(f"delete element {t} vips {{ {vip} }}")
+            if vip not in new.vips:
+                removed.append(f"delete element {t} vipaddrs {{ {vip} }}")
+                removed.append(f"delete element bridge {TABLE} anycast {{ {vip} }}")
+        for (proto, port), ch in new.ingress.items():
+            if old.ingress.get((proto, port)) != ch:
+                added.append(f"add element {t} ingress {{ {proto} . {port} : goto {ch} }}")
+        for vip, ch in new.vips.items():
+            if old.vips.get(vip) != ch:
+                added.append(f"add element {t} vips {{ {vip} : goto {ch} }}")
+            if vip not in old.vips:
+                added.append(f"add element {t} vipaddrs {{ {vip} }}")
+                added.append(f"add element bridge {TABLE} anycast {{ {vip} }}")
+        gone = [name for name in old.chains if name not in new.chains]
+        # service chains first now: once they no longer jump to an endpoint chain, it can go
+        for name in sorted(gone, key=lambda n: n.startswith("ep-")):
+            dropped += [f"flush chain {t} {name}", f"delete chain {t} {name}"]
+    return chains + removed + added + dropped
 
 
 def networks_script(old: MeshTable | None, new: MeshTable) -> list[str]:

@@ -186,6 +186,24 @@ class MeshTable:
         return out
 
 
+Claim = tuple[str, str]
+"""What only one service can hold on a node: ``("vip", addr)`` or ``("port", "tcp/8080")``."""
+
+
+def claimants(table: MeshTable) -> dict[Claim, list[str]]:
+    """The services claiming each VIP and published ingress port, lowest id first: that one holds it,
+    the same on every node. Two claimants are a conflict the allocator should never allow; only the
+    holder's rules carry the claim, so one conflict cannot make every transaction of the node fail."""
+    out: dict[Claim, list[str]] = {}
+    for sid in sorted(table.services):
+        s = table.services[sid]
+        claims = {("vip", v) for v in s.vips.values()}
+        claims |= {("port", f"{p.protocol}/{p.published}") for p in s.ports if p.mode == "ingress" and p.published}
+        for c in claims:
+            out.setdefault(c, []).append(sid)
+    return out
+
+
 def build(store: Any) -> MeshTable:
     """The table from a manager's store (leader side). A task is a backend only while observed RUNNING,
     desired RUNNING and on a READY node: a task told to stop leaves every node's maps before it stops."""

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +69,7 @@ class _Run:
     controller: asyncio.Task[None] | None = None
     received: float = field(default_factory=time.monotonic)
     removed: bool = False
+    assigned: asyncio.Event = field(default_factory=asyncio.Event)  # the manager has sent it since we started
 
 
 class NoSuchContainer(LookupError):
@@ -92,9 +93,9 @@ class Worker:
         """Seconds from receiving a task to reporting it RUNNING (for benchmarks)."""
         self._started = False
         self._start_lock = asyncio.Lock()
-        self.drain_delay_s = 0.0
-        """Routing mesh: seconds between "desired shutdown" and signalling a task that has networks, so
-        every node has dropped it from its load-balancing maps first (set by `SwarmNode`)."""
+        self.mesh_drain: Callable[[str], Awaitable[object]] | None = None
+        """Routing mesh: awaited before signalling a task that has networks, returns once every node has
+        dropped it from its load-balancing maps (`agents.mesh.agent.MeshAgent.drain`, set by `SwarmNode`)."""
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -158,6 +159,7 @@ class Worker:
         if run is not None:
             run.task = task
             run.changed.set()
+            run.assigned.set()
             return
         if task.status.state.is_terminal:
             return  # finished before we knew it (e.g. before an agent restart): nothing to run
@@ -188,6 +190,10 @@ class Worker:
 
     async def _control(self, run: _Run) -> None:
         try:
+            if run.container is not None and not run.container.running:
+                # Found dead when the agent started (the node lost power): how it ends depends on what the
+                # manager wants now (Shutdown if it was replaced meanwhile, as dockerd reports), so wait.
+                await run.assigned.wait()
             if run.container is None and not await self._prepare_and_start(run):
                 return
             await self._supervise(run)
@@ -282,8 +288,8 @@ class Worker:
             sig = base.parse_signal(sig_name)
         except ValueError:
             sig = base.parse_signal(None)
-        if self.drain_delay_s > 0 and run.task.networks and c.running:
-            await asyncio.sleep(self.drain_delay_s)  # no new connection reaches a stopping task
+        if self.mesh_drain is not None and run.task.networks and c.running:
+            await self.mesh_drain(run.task.id)  # no new connection reaches a stopping task
         with contextlib.suppress(ProcessLookupError):
             await base.stop(self.executor, c, grace, sig)
 

@@ -8,7 +8,8 @@ authenticated by the node certificate; the node id is the certificate's CN. The 
 * registers with the node description, then heartbeats every ``heartbeat_period_s`` the manager gave
   it; a manager silent for ``period * grace`` is presumed gone and the session is re-established;
 * hands every ``assignments`` message (first a full set, then increments) and every ``managers`` list to
-  the callbacks, in order;
+  the callbacks, in order; ``mesh`` messages go to ``on_mesh`` and are acknowledged (``mesh_ack``) once
+  applied;
 * ``report()`` keeps the latest status of each task: unsent updates survive reconnects and, after any
   reconnect, the latest state of every task is sent again (a new leader may have missed updates the
   old one acknowledged but never committed). An entry is forgotten when its task leaves the assignments.
@@ -117,8 +118,9 @@ class WorkerSession:
         self.description = description
         self.on_assignments = on_assignments
         self.on_managers = on_managers
-        self.on_mesh: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None
-        """Called with each ``mesh`` message (the routing-mesh agent, `agents.mesh.agent`)."""
+        self.on_mesh: Callable[[dict[str, Any]], Awaitable[Any] | Any] | None = None
+        """Called with each ``mesh`` and ``mesh_applied`` message (the routing-mesh agent,
+        `agents.mesh.agent`); a ``mesh`` message is acknowledged (``mesh_ack``) unless it returns False."""
         self.grace_multiplier = grace_multiplier
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
@@ -137,6 +139,7 @@ class WorkerSession:
         self._unacked: dict[str, int] = {}
         """Task id -> seq of the status message that carried its latest update."""
         self._seq = 0
+        self._mesh_ack: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self._connected_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -346,6 +349,11 @@ class WorkerSession:
             if self.on_managers is not None:
                 await _call(self.on_managers, infos)
         elif t == "mesh":
+            ok = True if self.on_mesh is None else await _call(self.on_mesh, msg) is not False
+            if ok and "gen" in msg:
+                self._mesh_ack = {"type": "mesh_ack", "stream": msg.get("stream"), "gen": msg["gen"]}
+                self._wake.set()
+        elif t == "mesh_applied":
             if self.on_mesh is not None:
                 await _call(self.on_mesh, msg)
         elif t == "heartbeat":
@@ -373,6 +381,9 @@ class WorkerSession:
             if now >= next_beat:
                 await ws.send_str('{"type":"heartbeat"}')
                 next_beat = now + self.heartbeat_period_s
+            ack, self._mesh_ack = self._mesh_ack, None
+            if ack is not None:
+                await ws.send_str(json.dumps(ack))
             while self._unsent:
                 batch: list[dict[str, Any]] = []
                 for tid in list(self._unsent)[:MAX_STATUS_BATCH]:
@@ -387,14 +398,17 @@ class WorkerSession:
                     await self._wake.wait()
 
 
-async def _call(fn: Callable[..., Any], arg: Any) -> None:
-    """Run a callback (sync or async); its failure is logged, never ends the session."""
+async def _call(fn: Callable[..., Any], arg: Any) -> Any:
+    """Run a callback (sync or async) and return its result; its failure is logged (result False),
+    never ends the session."""
     try:
         res = fn(arg)
         if inspect.isawaitable(res):
-            await res
+            res = await res
+        return res
     except Exception:
         log.exception("session callback %r failed", fn)
+        return False
 
 
 def _parse_assignments(msg: dict[str, Any]) -> Assignments:

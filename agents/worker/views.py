@@ -69,6 +69,22 @@ def container_name(c: Container) -> str:
     return c.task.annotations.name or f"{c.task.service_annotations.name}.{c.task.slot}.{c.task.id}"
 
 
+def exposed_ports(image: str) -> list[dict[str, Any]]:
+    """The image's EXPOSEd ports, which ``docker ps`` shows as ``80/tcp`` for a task container (its
+    published ports belong to the routing mesh, not to the container)."""
+    from agents.worker.images import catalog
+
+    try:
+        spec = catalog.resolve(image)
+    except catalog.ImageError:
+        return []
+    out: list[dict[str, Any]] = []
+    for p in spec.exposed_ports:
+        port, _, proto = p.partition("/")
+        out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return out
+
+
 def summary(c: Container, now: float | None = None) -> dict[str, Any]:
     """One ``GET /containers/json`` entry."""
     networks = {
@@ -84,7 +100,7 @@ def summary(c: Container, now: float | None = None) -> dict[str, Any]:
         "ImageID": "",
         "Command": " ".join(shlex.quote(w) for w in c.argv),
         "Created": int(c.created),
-        "Ports": [],
+        "Ports": exposed_ports(c.image),
         "Labels": labels(c),
         "State": c.state,
         "Status": status_text(c, now),

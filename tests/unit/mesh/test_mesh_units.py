@@ -148,6 +148,29 @@ def test_prepare_node_keeps_bridged_ipv4_out_of_the_ip_hooks() -> None:
     asyncio.run(overlay.prepare_node(on))
     assert on.written["net.bridge.bridge-nf-call-iptables"] == "0"
     assert on.written["net.ipv4.conf.all.rp_filter"] == "2" and on.written["net.ipv4.ip_forward"] == "1"
+
+
+def test_prepare_node_loosens_strict_reverse_path_checks_and_routes_localnet() -> None:
+    """RHEL-like hosts check reverse paths strictly on every device (the larger of ``all`` and the
+    device's value counts): replies of remote tasks arrive over the lab device and would be dropped.
+    ``route_localnet`` lets 127.0.0.1 reach published ports (DNATed off the loopback device)."""
+    strict = _FakeRunner({"net.ipv4.conf.all.rp_filter": "1", "net.ipv4.conf.default.rp_filter": "1",
+                          "net.ipv4.conf.eth1.rp_filter": "1", "net.ipv4.conf.eth0.rp_filter": "1"})
+    asyncio.run(overlay.prepare_node(strict, "eth1"))
+    assert {k: v for k, v in strict.written.items() if "rp_filter" in k} == {
+        "net.ipv4.conf.all.rp_filter": "2", "net.ipv4.conf.default.rp_filter": "2",
+        "net.ipv4.conf.eth1.rp_filter": "2"}
+    assert strict.written["net.ipv4.conf.all.route_localnet"] == "1"
+    off = _FakeRunner({"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.eth1.rp_filter": "0"})
+    asyncio.run(overlay.prepare_node(off, "eth1"))
+    assert not any("rp_filter" in k for k in off.written)  # no check stays no check
+
+
+def test_loopback_is_closed_to_the_network() -> None:
+    script = rules.base_script("192.168.56.11")
+    guard = 'add rule ip labctl-mesh input iifname != "lo" ip daddr 127.0.0.0/8 ct status & snat == 0 drop'
+    assert guard in script
+    assert script.index(guard) < next(i for i, c in enumerate(script) if "reject" in c)
     absent = _FakeRunner({})  # no br_netfilter in this kernel: nothing to turn off
     asyncio.run(overlay.prepare_node(absent))
     assert "net.bridge.bridge-nf-call-iptables" not in absent.written
@@ -192,3 +215,17 @@ def test_runner_without_the_library_uses_the_binary() -> None:
     assert calls == [(["nft", "-f", "-"], "add table ip x\ndelete table ip x\n")]
     assert Recording(use_lib=False).nft_backend == "nft"
     assert Runner("/run/netns/other").use_lib is False  # another namespace: never in-process
+
+
+def test_a_vip_passing_between_services_leaves_before_it_is_added() -> None:
+    t = table()
+    a = t.services["s1"]
+    b = MeshService("s2", "other", dict(a.vips), (MeshPort("tcp", 80, 8080),), ("usr",), a.tasks[:1])
+    ra, rb = rules.service_rules(a, t), rules.service_rules(b, t)
+    cmds = rules.services_diff([(None, rb), (ra, None)])  # s2 takes over what s1 held, one transaction
+    for key in ("vips { 10.0.1.2", "ingress { tcp . 8080"):
+        delete = next(i for i, c in enumerate(cmds) if c.startswith("delete element") and key in c)
+        add = next(i for i, c in enumerate(cmds) if c.startswith("add element") and key in c)
+        assert delete < add, cmds
+    assert cmds.index(f"delete chain ip labctl-mesh {next(iter(ra.chains))}") > max(
+        i for i, c in enumerate(cmds) if c.startswith("add element"))

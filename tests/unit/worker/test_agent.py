@@ -192,6 +192,7 @@ def test_full_set_removes_unlisted_and_incremental_removes_named() -> None:
             await asyncio.sleep(0.01)
         assert sorted(ex.removed) == ["b", "c"]
         assert [c["Names"] for c in w.containers()] == [["/web.1.a"]]
+        assert w.containers()[0]["Ports"] == []  # alpine exposes nothing; nginx's 80/tcp: test_views_ports
         assert len(ex.created) == 3  # re-sending "a" did not start a second container
 
     arun(body)
@@ -209,13 +210,38 @@ def test_adopted_tasks_are_reported_running_not_restarted() -> None:
         w = Worker("/x", s, ex)
         await w.start()
         assert (await s.wait("a", "running"))["pid"] == 4242
-        await s.wait("b", "complete")
         await w.apply(assign([t], full=True))
         await asyncio.sleep(0.05)
         assert ex.created == [] and s.states("a") == ["running"]
-        assert ex.removed == ["b"]  # not in the manager's set any more
+        assert ex.removed == ["b"] and s.states("b") == []  # not in the manager's set any more: no report
         ex.exit(c, 1)
         assert (await s.wait("a", "failed"))["exit_code"] == 1
+
+    arun(body)
+
+
+def test_task_found_dead_after_a_power_cut_ends_as_the_manager_now_wants() -> None:
+    """A node that lost power comes back with its tasks dead: one the manager replaced meanwhile (desired
+    Shutdown) is reported Shutdown, as dockerd does; one still wanted running failed with its exit code."""
+
+    async def body() -> None:
+        def dead(tid: str, slot: int) -> Container:
+            c = Container(id=tid * 64, task=make_task(tid, slot=slot, status=TaskState.RUNNING), image="alpine",
+                          argv=["x"], created=time.time(), state="exited", exit_code=137, started_at=1,
+                          finished_at=2)
+            c.exited.set()
+            return c
+
+        s, ex = FakeSession(), FakeExecutor(restored=[dead("a", 1), dead("b", 2)])
+        w = Worker("/x", s, ex)
+        await w.start()
+        await asyncio.sleep(0.05)
+        assert s.states("a") == [] and s.states("b") == []  # nothing said before the manager is heard
+        await w.apply(assign([make_task("a", status=TaskState.RUNNING, desired=TaskState.SHUTDOWN),
+                              make_task("b", slot=2, status=TaskState.RUNNING)], full=True))
+        assert (await s.wait("a", "shutdown"))["err"] == ""
+        assert (await s.wait("b", "failed"))["err"] == "task: non-zero exit (137)"
+        assert ex.created == []
 
     arun(body)
 
@@ -240,3 +266,11 @@ def test_human_duration_and_status() -> None:
     assert status_text(c, now=105) == "Up 5 seconds"
     c.state, c.exit_code, c.finished_at = "exited", 137, 110
     assert status_text(c, now=113) == "Exited (137) 3 seconds ago"
+
+
+def test_views_ports_are_the_images_exposed_ports() -> None:
+    """`docker ps` shows a task container's EXPOSEd ports (``80/tcp``): published ones belong to the mesh."""
+    from agents.worker.views import exposed_ports
+
+    assert exposed_ports("nginx:1.22@sha256:" + "0" * 64) == [{"PrivatePort": 80, "Type": "tcp"}]
+    assert exposed_ports("alpine") == [] and exposed_ports("nosuch/image") == []
