@@ -20,8 +20,6 @@ from agents.config import AgentConfig, parse_args
 log = logging.getLogger("labagent")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CA_LOAD_DELAY = 2.0
-"""Seconds after the API is up before the deferred CA certificates are loaded."""
 
 
 class StartupError(RuntimeError):
@@ -53,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import asyncio
 
+    from agents import footprint
+
+    footprint.apply()
     try:
         return asyncio.run(_serve(cfg, t0))
     except StartupError as exc:
@@ -89,9 +90,9 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    from agents.fastimport import import_deferring_ca_loading, load_deferred_cas
+    from agents.fastimport import import_without_system_cas
 
-    _, ca_contexts = import_deferring_ca_loading("agents.api.server")
+    import_without_system_cas("agents.api.server")
     from agents.api.server import ApiServer, SocketInUse, build_app
     from agents.context import NodeContext
 
@@ -108,8 +109,6 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
     except OSError as exc:
         raise StartupError(f"cannot listen on {cfg.socket_path}: {exc.strerror or exc}") from exc
     log.info("serving the Docker Engine API on unix://%s (ready in %.0f ms)", cfg.socket_path, _ms_since(t0))
-    # Off the start-up burst: give aiohttp's client SSL contexts their CAs (see agents.fastimport).
-    ca_timer = loop.call_later(CA_LOAD_DELAY, lambda: loop.run_in_executor(None, load_deferred_cas, ca_contexts))
 
     # The swarm side comes after the socket answers: /_ping first, then resume any swarm membership.
     from agents.api.forwarding import local_replayer
@@ -126,7 +125,6 @@ async def _serve(cfg: AgentConfig, t0: float) -> int:
 
     await stop.wait()
     log.info("received %s: shutting down", received[0] if received else "stop")
-    ca_timer.cancel()
     log_server.cancel()
     await asyncio.gather(log_server, return_exceptions=True)
     await swarm.stop()

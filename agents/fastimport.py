@@ -1,37 +1,34 @@
-"""Import aiohttp without paying for CA-bundle loading on the start-up path.
+"""Import aiohttp without loading the system CA bundle into its client SSL contexts.
 
 aiohttp builds two client SSL contexts when ``aiohttp.connector`` is imported, and each loads the
-system CA bundle: about 120 ms of CPU per process, a third of the agent's start-up. A lab spawns several
-agents at once on a two-core machine, and the server side never uses those contexts, so the daemon
-imports aiohttp with CA loading deferred and loads the CAs into the same contexts a little later, off
-the start-up path. Any context created during the import is recorded and completed, so this does not
-depend on aiohttp's private names.
+system CA bundle: about 120 ms of CPU and 1 MB of memory per context. The agent never uses them: every
+TLS connection it opens passes its own context pinned to the swarm's root CA (``agents.manager.ca``),
+and it talks to a Docker engine over plain HTTP on a unix socket. So the daemon imports aiohttp with
+CA loading skipped and never loads it; a request that fell back to aiohttp's defaults would fail
+certificate verification (closed, with OpenSSL's error) rather than trust the system's CAs. Contexts
+created during the import are returned, so this does not depend on aiohttp's private names.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import ssl
 import threading
 from types import ModuleType
 
-log = logging.getLogger("labagent")
-
 _lock = threading.Lock()
 
 
-def import_deferring_ca_loading(module: str) -> tuple[ModuleType, list[ssl.SSLContext]]:
-    """Import ``module``; SSL contexts created meanwhile get no CAs yet and are returned for later.
+def import_without_system_cas(module: str) -> tuple[ModuleType, list[ssl.SSLContext]]:
+    """Import ``module``; SSL contexts that asked for the system CAs meanwhile get none (and are returned).
 
-    Call :func:`load_deferred_cas` on the returned list before any of them can be used for a
-    verified TLS connection (the daemon does it shortly after it starts serving).
+    Contexts created after the import load their CAs as usual.
     """
-    deferred: list[ssl.SSLContext] = []
+    skipped: list[ssl.SSLContext] = []
     real = ssl.SSLContext.set_default_verify_paths
 
     def record(self: ssl.SSLContext) -> None:
-        deferred.append(self)
+        skipped.append(self)
 
     with _lock:
         ssl.SSLContext.set_default_verify_paths = record  # type: ignore[method-assign]
@@ -39,14 +36,4 @@ def import_deferring_ca_loading(module: str) -> tuple[ModuleType, list[ssl.SSLCo
             mod = importlib.import_module(module)
         finally:
             ssl.SSLContext.set_default_verify_paths = real  # type: ignore[method-assign]
-    return mod, deferred
-
-
-def load_deferred_cas(contexts: list[ssl.SSLContext]) -> None:
-    """Load the system CA paths into contexts from :func:`import_deferring_ca_loading` (blocking I/O)."""
-    while contexts:
-        ctx = contexts.pop()
-        try:
-            ctx.set_default_verify_paths()
-        except ssl.SSLError as exc:  # same failure the import would have hit, just later
-            log.warning("could not load the system CA certificates: %s", exc)
+    return mod, skipped

@@ -52,25 +52,32 @@ def network_json(store: Store, nid: str) -> dict[str, Any]:
     return {"ID": nid} if net is None else cluster_network_json(net)
 
 
-_BODIES: dict[tuple[Any, ...], dict[str, Any]] = {}
-_BODIES_MAX = 50_000
+_BODIES: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+"""Task id -> (the versions its JSON was made of, that JSON): only the latest version of each task."""
+_prune_at = 256
 
 
 def task_body(store: Store, task: Task) -> dict[str, Any]:
     """A task's JSON, memoised by the versions it is made of: `docker service ps` and the CLI's progress
-    display list every task of a service again and again, and a stored version never changes. The
-    returned dict is shared: callers serialise it and must not modify it."""
+    display list every task of a service again and again, and a stored version never changes. One entry
+    per task, so the memo is as big as the task list (tasks the reaper deleted are pruned whenever it has
+    doubled). The returned dict is shared: callers serialise it and must not modify it."""
+    global _prune_at
     net_versions = []
     for a in task.networks:
         net = store.get(Network, a.network_id)
         net_versions.append((a.network_id, net.meta.version if net is not None else 0))
-    key = (task.id, task.meta.version, tuple(net_versions))
-    body = _BODIES.get(key)
-    if body is None:
-        if len(_BODIES) >= _BODIES_MAX:
-            _BODIES.clear()
-        nets = {a.network_id: network_json(store, a.network_id) for a in task.networks}
-        body = _BODIES[key] = task_json(task, nets)
+    key = (task.meta.version, tuple(net_versions))
+    hit = _BODIES.get(task.id)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    nets = {a.network_id: network_json(store, a.network_id) for a in task.networks}
+    body = task_json(task, nets)
+    _BODIES[task.id] = (key, body)
+    if len(_BODIES) >= _prune_at:
+        for gone in [tid for tid in _BODIES if store.get(Task, tid) is None]:
+            del _BODIES[gone]
+        _prune_at = max(256, 2 * len(_BODIES))
     return body
 
 

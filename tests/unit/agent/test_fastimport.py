@@ -1,4 +1,4 @@
-"""Deferred CA loading: contexts built during the import get their CAs later, and no others are touched."""
+"""Skipped CA loading: contexts built during the import get no system CAs, and no others are touched."""
 
 from __future__ import annotations
 
@@ -8,24 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from agents.fastimport import import_deferring_ca_loading, load_deferred_cas
+from agents.fastimport import import_without_system_cas
 
 
-def test_contexts_created_during_import_are_completed_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_contexts_created_during_import_get_no_system_cas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "la_fake_client.py").write_text(
         "import ssl\nVERIFIED = ssl.create_default_context()\nPLAIN = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
         "PLAIN.set_default_verify_paths()\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        mod, deferred = import_deferring_ca_loading("la_fake_client")
-        assert {id(c) for c in deferred} == {id(mod.VERIFIED), id(mod.PLAIN)}
+        mod, skipped = import_without_system_cas("la_fake_client")
+        assert {id(c) for c in skipped} == {id(mod.VERIFIED), id(mod.PLAIN)}
+        # Still verifying, with nothing to trust: a connection through them fails closed.
         assert mod.VERIFIED.verify_mode == ssl.CERT_REQUIRED
+        assert mod.VERIFIED.cert_store_stats()["x509_ca"] == 0
         # The patch is gone: a context made now loads its CAs at once, as usual.
         assert "record" not in repr(ssl.SSLContext.set_default_verify_paths)
-        load_deferred_cas(deferred)
-        assert deferred == []
-        fresh = ssl.create_default_context()
-        assert mod.VERIFIED.cert_store_stats() == fresh.cert_store_stats()
+        fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        fresh.set_default_verify_paths()
+        if Path(ssl.get_default_verify_paths().cafile or "/nonexistent").exists():
+            assert fresh.cert_store_stats()["x509_ca"] > 0
     finally:
         sys.modules.pop("la_fake_client", None)
