@@ -68,6 +68,9 @@ class _Run:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     controller: asyncio.Task[None] | None = None
     received: float = field(default_factory=time.monotonic)
+    prepared: float = 0.0  # monotonic marks for the start-latency log line
+    starting: float = 0.0
+    assigned_at: float = 0.0  # the manager's timestamp of ASSIGNED (epoch seconds), when it arrived so
     removed: bool = False
     assigned: asyncio.Event = field(default_factory=asyncio.Event)  # the manager has sent it since we started
 
@@ -93,6 +96,7 @@ class Worker:
         """Seconds from receiving a task to reporting it RUNNING (for benchmarks)."""
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._prewarming: asyncio.Task[None] | None = None
         self.mesh_drain: Callable[[str], Awaitable[object]] | None = None
         """Routing mesh: awaited before signalling a task that has networks, returns once every node has
         dropped it from its load-balancing maps (`agents.mesh.agent.MeshAgent.drain`, set by `SwarmNode`)."""
@@ -107,6 +111,7 @@ class Worker:
             if not self._started:
                 await self._restore()
                 self._started = True
+                self._prewarming = asyncio.get_running_loop().create_task(self.executor.prewarm())
 
     async def _restore(self) -> None:
         for c in await self.executor.restore():
@@ -120,6 +125,8 @@ class Worker:
         """Stop managing (agent shutdown): tasks keep running for the next agent to adopt."""
         ctrls = [r.controller for r in self._runs.values() if r.controller is not None]
         ctrls += list(self._removing)
+        if self._prewarming is not None:
+            ctrls.append(self._prewarming)
         for t in ctrls:
             t.cancel()
         for t in ctrls:
@@ -164,6 +171,8 @@ class Worker:
         if task.status.state.is_terminal:
             return  # finished before we knew it (e.g. before an agent restart): nothing to run
         run = _Run(task=task, state=task.status.state)
+        if task.status.state == TaskState.ASSIGNED:
+            run.assigned_at = task.status.timestamp
         self._runs[task.id] = run
         run.controller = self._spawn(run)
 
@@ -226,6 +235,7 @@ class Worker:
         except StartFailed as e:
             self._report(run, TaskState.REJECTED, "preparing", err=str(e))
             return False
+        run.prepared = time.monotonic()
         if run.task.status.state < TaskState.READY:
             self._report(run, TaskState.READY, "prepared")
         while run.task.desired_state < TaskState.RUNNING:
@@ -235,6 +245,7 @@ class Worker:
             return False
         if run.task.status.state < TaskState.STARTING:
             self._report(run, TaskState.STARTING, "starting")
+        run.starting = time.monotonic()
         try:
             await self.executor.start(run.container)
         except StartFailed as e:
@@ -243,7 +254,21 @@ class Worker:
             return False
         self.start_latencies.append(time.monotonic() - run.received)
         self._report(run, TaskState.RUNNING, "started", pid=run.container.pid)
+        self._log_start(run)
         return True
+
+    def _log_start(self, run: _Run) -> None:
+        """One line per started task with its start latency (``bench/tasks.py`` reads it from node logs):
+        from the manager's assignment (its timestamp travels with the task; clocks agree within a lab)
+        and from the assignment's arrival on this node."""
+        now = time.monotonic()
+        steps = (f"{1000 * (now - run.received):.0f} ms after it arrived (prepared in "
+                 f"{1000 * (run.prepared - run.received):.0f} ms, started in {1000 * (now - run.starting):.0f} ms)")
+        if run.assigned_at:
+            log.info("task %s running: %.0f ms after it was assigned, %s",
+                     run.task.id, 1000 * (time.time() - run.assigned_at), steps)
+        else:
+            log.info("task %s running: %s", run.task.id, steps)
 
     async def _supervise(self, run: _Run) -> None:
         c = run.container

@@ -98,6 +98,11 @@ class Executor(Protocol):
         """Containers found on the node when the agent starts (running ones adopted)."""
         ...
 
+    async def prewarm(self) -> None:
+        """Get ready to start tasks before the first one arrives (the process executor starts its
+        launcher), so a service's first tasks do not wait for it; failures surface at the first start."""
+        ...
+
     def logs(
         self,
         c: Container,

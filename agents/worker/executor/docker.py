@@ -354,6 +354,9 @@ class DockerExecutor:
 
     # ---------------------------------------------------------------------------------- re-adoption
 
+    async def prewarm(self) -> None:
+        """Nothing to do: the engine is already running."""
+
     async def restore(self) -> list[Container]:
         """This executor's containers already on the engine (it keeps them across agent restarts).
 

@@ -98,6 +98,10 @@ class LauncherClient:
                 if attempt:
                     raise LauncherError(f"task launcher unreachable: {e}") from None
 
+    async def connect(self) -> None:
+        """Reach this namespace's launcher, starting one if none runs (`spawn` does it on demand)."""
+        await self._connection()
+
     def reset(self) -> None:
         """Forget the connection (the launcher is gone or retired): the next spawn reconnects or starts one."""
         sock, self._sock = self._sock, None

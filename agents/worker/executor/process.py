@@ -443,6 +443,14 @@ class ProcessExecutor:
 
     # ----------------------------------------------------------------------------------- re-adoption
 
+    async def prewarm(self) -> None:
+        """Start (or reach) the node's launcher now: starting it costs a few hundred ms of CPU, which
+        would otherwise delay the first tasks of a service and every task queued behind them."""
+        try:
+            await self.launcher.connect()
+        except (LauncherError, OSError) as e:
+            log.warning("task launcher not started ahead of tasks: %s", e)
+
     async def restore(self) -> list[Container]:
         """Containers this node had before the agent (re)started: running ones adopted, others as exited.
 

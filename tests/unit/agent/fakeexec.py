@@ -81,6 +81,9 @@ class FakeExecutor:
                 proc.kill()
             await proc.wait()
 
+    async def prewarm(self) -> None:
+        pass
+
     async def restore(self) -> list[Container]:
         return []
 

@@ -58,6 +58,9 @@ class FakeExecutor:
     async def remove(self, c: Container) -> None:
         self.removed.append(c.task.id)
 
+    async def prewarm(self) -> None:
+        pass
+
     async def restore(self) -> list[Container]:
         return self._restored
 
