@@ -279,3 +279,10 @@ def codec(cls: type) -> _Codec:
     if c is None:
         c = _codecs[cls] = _compile(cls)
     return c
+
+
+def warm(*classes: type) -> None:
+    """Compile the codecs of ``classes`` (and of every dataclass nested in them) now rather than at first
+    use: a Task's take ~60 ms of CPU, which would otherwise delay the first assignments a node decodes."""
+    for cls in classes:
+        codec(cls)

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agents.state import serde
 from agents.state.objects import SECOND, Task, TaskState
 from agents.worker.executor import base
 from agents.worker.executor.base import Container, Executor, SecretFile, StartFailed, TaskRejected
@@ -111,7 +112,7 @@ class Worker:
             if not self._started:
                 await self._restore()
                 self._started = True
-                self._prewarming = asyncio.get_running_loop().create_task(self.executor.prewarm())
+                self._prewarming = asyncio.get_running_loop().create_task(self._prewarm())
 
     async def _restore(self) -> None:
         for c in await self.executor.restore():
@@ -120,6 +121,12 @@ class Worker:
             if c.running:
                 self._report(run, TaskState.RUNNING, "started", pid=c.pid)
             run.controller = self._spawn(run)
+
+    async def _prewarm(self) -> None:
+        """Ahead of the first assignment: the executor's own preparations, and the Task codecs the
+        session decodes assignments with (compiled on first use otherwise, delaying every task in it)."""
+        await self.executor.prewarm()
+        serde.warm(Task)
 
     async def stop(self) -> None:
         """Stop managing (agent shutdown): tasks keep running for the next agent to adopt."""
