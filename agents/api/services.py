@@ -3,7 +3,9 @@
 Follows moby's ``api/server/router/swarm`` and ``daemon/cluster/services.go`` in front of SwarmKit's
 control API: the body is converted (``convert_services``), checked with SwarmKit's rules and texts
 (``agents.state.validate``, constraints, secret and network references, published-port conflicts) and
-committed through Raft on the leader; the orchestrators take it from the store. Image references are
+committed through Raft on the leader, with the endpoint (VIPs, auto-assigned ports) already allocated by
+the leader's allocator (``endpoint_inline``) so that no later write makes the version a client just read
+stale; the orchestrators take it from the store. Image references are
 not resolved here: the CLI pins them through ``GET /distribution`` (``images.py``) and unknown images
 are accepted, their tasks then fail with "No such image" on the node, as with Docker.
 """
@@ -21,9 +23,10 @@ from agents.api.errors import ApiError, InvalidParameter, NotFound
 from agents.api.httputil import json_response, query_bool, query_filters, read_json_object
 from agents.api.routing import RouteTable
 from agents.api.swarmaccess import OUT_OF_SEQUENCE_MSG, cluster_read, cluster_write, commit, store_api_error
+from agents.manager.allocator import endpoint_inline
 from agents.manager.updater import apply_rollback, apply_spec_update
 from agents.state.errors import StoreError
-from agents.state.objects import Node, NodeState, Service, ServiceMode, ServiceSpec, TaskState
+from agents.state.objects import Node, NodeState, Service, ServiceMode, ServiceSpec, TaskState, new_id
 from agents.state.store import Store
 from agents.state.validate import invalid_argument, validate_service_spec
 
@@ -212,12 +215,15 @@ async def create_service(request: web.Request, manager: Manager) -> web.StreamRe
     if not spec.name:
         spec.name = namesgen.unique_name(lambda n: bool(store.by_name(Service, n)))
     check_spec(store, spec)
+    # The id is picked here, not by tx.create, so the endpoint is allocated for its real owner and the
+    # service is written once with it: no later allocator write makes the client's version stale.
     try:
-        with store.batch() as tx:
-            svc = tx.create(Service(spec=spec))
+        with endpoint_inline(store, Service(id=new_id(), spec=spec)) as svc:
+            with store.batch() as tx:
+                tx.create(svc)
+            await commit(manager, tx)
     except StoreError as exc:
         raise store_api_error(exc) from None
-    await commit(manager, tx)
     return json_response({"ID": svc.id, "Warnings": []}, status=201)
 
 
@@ -256,11 +262,12 @@ async def update_service(request: web.Request, manager: Manager) -> web.StreamRe
         updated = apply_spec_update(current, spec)
     updated.meta.version = version
     try:
-        with store.batch() as tx:
-            tx.update(updated)
+        with endpoint_inline(store, updated) as updated:  # new ports/networks: allocated in this write
+            with store.batch() as tx:
+                tx.update(updated)
+            await commit(manager, tx)
     except StoreError as exc:
         raise store_api_error(exc) from None
-    await commit(manager, tx)
     return json_response({"Warnings": []})
 
 

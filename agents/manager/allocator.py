@@ -14,15 +14,28 @@ Follows SwarmKit's ``manager/allocator``. Work flows in this order, each a chang
 
 All allocation state is rebuilt from the store on start, so a new leader continues where the old one
 stopped. A rejected changeset (someone wrote first) also triggers a rebuild: the store is the truth.
+
+Service endpoints are also allocated *inline*, by the API's create/update changeset (``endpoint_inline``):
+the service is written once, with its VIPs and auto-assigned ports already in it, so the version a client
+reads right after ``docker service create -d`` stays current and its ``scale`` is not "out of sequence"
+(the loop used to write the service again a moment later). The API picks the service id first, so the
+reservations have their real owner. Until that changeset is through, its reservations are *in flight*:
+held in this view (old and new ones of an update) across rebuilds and events, never handed to another
+service; a refused changeset releases them; one whose outcome is unknown (no quorum) keeps them until
+the store shows it committed or that it never can (or this leader's loops stop).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from agents.manager.batchloop import BatchingLoop
+from agents.manager.errors import ManagerError
 from agents.manager.ipam import (
     INGRESS_GATEWAY,
     INGRESS_SUBNET,
@@ -37,6 +50,7 @@ from agents.manager.portalloc import (
     PortAllocator,
     PortConflictError,
     PortExhaustedError,
+    PortKey,
     check_ports,
 )
 from agents.manager.shallow import cloner
@@ -65,7 +79,9 @@ __all__ = [
     "ALLOCATED_MESSAGE",
     "Allocator",
     "PortConflictError",
+    "active_allocator",
     "check_ports",
+    "endpoint_inline",
     "ensure_ingress",
     "needs_ingress",
 ]
@@ -82,6 +98,61 @@ _NETWORK, _SERVICE, _TASK = Network.KIND, Service.KIND, Task.KIND
 
 class AllocationError(Exception):
     pass
+
+
+@dataclass
+class InFlight:
+    """What an API changeset not yet through holds for one service (see the module docstring)."""
+
+    vips: set[tuple[str, str]] = field(default_factory=set)
+    """(network id, address) pairs, owner ``vip:<service id>``."""
+    ports: set[PortKey] = field(default_factory=set)
+    writers: int = 0
+    """API requests still waiting for their changeset's outcome."""
+    unknown: list[int] = field(default_factory=list)
+    """Versions the proposals of unknown outcome expect (0: a create); held until each is decided."""
+
+
+_WAKE = Event(EventAction.UPDATED, Service.KIND, Service())
+"""Pushed into the loop's own watch queue to wake it: work found by ``catch_up`` needs a pass."""
+
+_LIVE: weakref.WeakKeyDictionary[Store, Allocator] = weakref.WeakKeyDictionary()
+"""The allocator running on each store (the leader's), for the API's inline allocation."""
+
+
+def active_allocator(store: Store) -> Allocator | None:
+    """The allocator loop running on ``store``, if this manager leads and its view is live."""
+    alloc = _LIVE.get(store)
+    return alloc if alloc is not None and alloc.view_live else None
+
+
+@contextlib.contextmanager
+def endpoint_inline(store: Store, s: Service) -> Iterator[Service]:
+    """``with endpoint_inline(store, svc) as svc:`` build and commit the create/update of ``svc``.
+
+    Yields a copy of ``svc`` (its id must be final) with its endpoint allocated by the leader's
+    allocator, or ``svc`` itself when there is nothing to allocate or it cannot be done now (no
+    allocator, a network not allocated yet, no free port): the loop then does it as before. The
+    reservations are held until the block ends; a block ending in an error other than a manager error
+    (the changeset was refused) releases them, a manager error (outcome unknown) keeps them until the
+    store decides. ``svc.meta.version`` is the version the write expects (0 for a create)."""
+    alloc = active_allocator(store)
+    out = alloc.reserve_endpoint(s) if alloc is not None else None
+    if alloc is None or out is None:
+        yield s
+        return
+    try:
+        yield out
+    except ManagerError:
+        alloc.finish_in_flight(s.id, unknown=s.meta.version)
+        raise
+    except Exception:
+        alloc.finish_in_flight(s.id)
+        raise
+    except BaseException:  # cancelled: the proposal may still commit
+        alloc.finish_in_flight(s.id, unknown=s.meta.version)
+        raise
+    alloc.finish_in_flight(s.id)
 
 
 def ensure_ingress(tx: Tx) -> Network | None:
@@ -132,6 +203,8 @@ class Allocator(BatchingLoop):
             store, committer, batch_window=batch_window, max_latency=max_latency, queue_size=queue_size
         )
         self.max_changeset = max_changeset
+        self.in_flight: dict[str, InFlight] = {}
+        """Service id -> reservations of API changesets not yet through; survives rebuilds."""
         self._reset()
 
     def _reset(self) -> None:
@@ -148,6 +221,20 @@ class Allocator(BatchingLoop):
         self.pending_services: dict[str, None] = {}
         self.pending_tasks: dict[str, None] = {}
 
+    async def run(self) -> None:
+        _LIVE[self.store] = self
+        try:
+            await super().run()
+        finally:
+            if _LIVE.get(self.store) is self:
+                del _LIVE[self.store]
+
+    @property
+    def view_live(self) -> bool:
+        """Rebuilt and following the store's events (not between a dropped watch and its rebuild)."""
+        q = self._queue
+        return q is not None and not q.closed
+
     # ------------------------------------------------------------------------------------ view
 
     def rebuild(self) -> None:
@@ -159,8 +246,13 @@ class Allocator(BatchingLoop):
             self._on_service(s)
         for t in self.store.list(Task):
             self._on_task(t)
+        for sid in list(self.in_flight):
+            self._hold_in_flight(sid)
+            self._decide_unknown(sid, seen=False)
 
     def handle(self, ev: Event) -> bool:
+        if ev is _WAKE:
+            return True
         removed = ev.action is EventAction.REMOVED
         obj = ev.obj
         if ev.kind == _TASK:
@@ -171,6 +263,8 @@ class Allocator(BatchingLoop):
             return self._on_task(obj)
         if ev.kind == _SERVICE:
             assert isinstance(obj, Service)
+            if obj.id in self.in_flight:
+                self._decide_unknown(obj.id, seen=True)
             if removed:
                 self._release_service(obj.id)
                 return True
@@ -220,7 +314,7 @@ class Allocator(BatchingLoop):
         if self._service_allocated(s):
             self.pending_services.pop(s.id, None)
             self._take_service(s)
-            return bool(self.pending_tasks)
+            return bool(self.pending_tasks or self.pending_services)  # it may have freed ports or VIPs
         self.pending_services[s.id] = None
         return True
 
@@ -240,12 +334,125 @@ class Allocator(BatchingLoop):
             if pool is not None and not pool.reserve(v.addr, owner):
                 log.warning("VIP %s of service %s is held by someone else", v.addr, s.id)
         self.vips[s.id] = new
+        self._hold_in_flight(s.id)
 
     def _release_service(self, sid: str) -> None:
         self.pending_services.pop(sid, None)
         self.ports.release_service(sid)
         for v in self.vips.pop(sid, ()):
             self._release_addr(v.network_id, v.addr, "vip:" + sid)
+        self._hold_in_flight(sid)
+
+    # ---------------------------------------------------------------------- inline (API) allocation
+
+    def reserve_endpoint(self, s: Service) -> Service | None:
+        """A copy of ``s`` with its endpoint allocated, its reservations held in flight until
+        ``finish_in_flight(s.id)``; None when nothing is to allocate or it cannot be done now."""
+        if not s.id:
+            raise ValueError("a service's id must be chosen before its endpoint is allocated (the owner)")
+        if not self.view_live:
+            return None
+        self.catch_up()
+        if self._service_allocated(s):
+            return None
+        sid = s.id
+        before_vips = {(v.network_id, v.addr) for v in self.vips.get(sid, ())}
+        before_ports = self.ports.held(sid)
+        try:
+            out = self.allocate_service(s)
+        except (AllocationError, IPAMError, PortConflictError, PortExhaustedError) as e:
+            log.info("service %s (%s): endpoint left to the allocator loop: %s", s.spec.name, sid, e)
+            return None
+        assert out.endpoint is not None
+        rec = self.in_flight.setdefault(sid, InFlight())
+        rec.writers += 1
+        rec.vips |= before_vips | {(v.network_id, v.addr) for v in out.endpoint.virtual_ips}
+        rec.ports |= before_ports | self.ports.held(sid)
+        self._hold_in_flight(sid)
+        return out
+
+    def catch_up(self) -> None:
+        """Apply the events queued since the loop last looked, so that the view is the store's (a service
+        removed just before holds its ports no more); wakes the loop if they call for a pass."""
+        q = self._queue
+        if q is None or q.closed:
+            return
+        due = False
+        for ev in q.drain():
+            due |= self.handle(ev)
+        if due:
+            self._poke()
+
+    def _poke(self) -> None:
+        """Ask for a pass from outside the loop (its queue may be idle: wake it)."""
+        self.dirty = True
+        q = self._queue
+        if q is not None and not q.closed:
+            q.push([_WAKE])
+
+    def finish_in_flight(self, sid: str, unknown: int | None = None) -> None:
+        """An API request's changeset for ``sid`` is through (applied or refused); ``unknown``: its
+        outcome is not known, it may still commit (the version it expects, 0 for a create)."""
+        rec = self.in_flight.get(sid)
+        if rec is None:
+            return
+        rec.writers -= 1
+        if unknown is not None:
+            rec.unknown.append(unknown)
+        self._decide_unknown(sid, seen=False)
+
+    def _decide_unknown(self, sid: str, seen: bool) -> None:
+        """Drop the proposals of unknown outcome the store has decided, then settle if nothing is left.
+        A create is decided once its service exists (or any event named it: the id is its own); an
+        update once the service moved past the version it expects (or is gone)."""
+        rec = self.in_flight.get(sid)
+        if rec is None:
+            return
+        if rec.unknown:
+            cur = self.store.get(Service, sid)
+            version = cur.meta.version if cur is not None else None
+
+            def open_(expected: int) -> bool:
+                if expected == 0:
+                    return version is None and not seen
+                return version == expected
+
+            rec.unknown = [v for v in rec.unknown if open_(v)]
+        if rec.writers <= 0 and not rec.unknown:
+            self._settle(sid)
+
+    def _hold_in_flight(self, sid: str) -> None:
+        """Keep what in-flight changesets of ``sid`` reserved, whatever the view just did to ``sid``."""
+        rec = self.in_flight.get(sid)
+        if rec is None:
+            return
+        owner = "vip:" + sid
+        for nid, addr in rec.vips:
+            pool = self.nets.get(nid)
+            if pool is not None and not pool.reserve(addr, owner):
+                log.warning("in-flight VIP %s of service %s is held by someone else", addr, sid)
+        for proto, port in self.ports.hold(sid, rec.ports):
+            log.warning("in-flight port %s/%s of service %s is held by another service", port, proto, sid)
+
+    def _settle(self, sid: str) -> None:
+        """Nothing of ``sid`` is in flight any more: the view holds exactly what the store says."""
+        rec = self.in_flight.pop(sid)
+        owner = "vip:" + sid
+        for nid, addr in rec.vips:
+            self._release_addr(nid, addr, owner)
+        for v in self.vips.pop(sid, ()):
+            self._release_addr(v.network_id, v.addr, owner)
+        self.ports.release_service(sid)
+        s = self.store.get(Service, sid)
+        if s is None:
+            self.pending_services.pop(sid, None)
+        else:
+            if s.endpoint is not None:
+                self._take_service(s)
+            if not self._service_allocated(s):
+                self.pending_services[sid] = None
+        if self.pending_services:  # what waited for these reservations may go now
+            self._poke()
 
     def _on_task(self, t: Task) -> bool:
         state = t.status.state
@@ -376,6 +583,7 @@ class Allocator(BatchingLoop):
             if (v.network_id, v.addr) not in keep:
                 self._release_addr(v.network_id, v.addr, owner)
         self.vips[s.id] = vips
+        self._hold_in_flight(s.id)
         out = s.copy()
         out.endpoint = Endpoint(spec=es.copy(), ports=ports, virtual_ips=vips)
         return out
@@ -462,6 +670,10 @@ class Allocator(BatchingLoop):
                 if self._service_allocated(s):
                     del self.pending_services[sid]
                     self._take_service(s)
+                    continue
+                rec = self.in_flight.get(sid)
+                if rec is not None and rec.writers > 0:
+                    self.dirty = True  # an API changeset allocating it is on its way: look again after
                     continue
                 try:
                     tx.update(self.allocate_service(s))

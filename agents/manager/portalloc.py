@@ -123,6 +123,21 @@ class PortAllocator:
             if self.owner.get(key) == service_id:
                 del self.owner[key]
 
+    def held(self, service_id: str) -> set[PortKey]:
+        """The ingress ports the service holds now (a copy)."""
+        return set(self._by_service.get(service_id, ()))
+
+    def hold(self, service_id: str, keys: Iterable[PortKey]) -> list[PortKey]:
+        """Add ports to what the service holds (an API changeset in flight keeps its old and new ports
+        until it is through); returns those another service holds, which stay with it."""
+        taken: list[PortKey] = []
+        for key in keys:
+            if self.owner.setdefault(key, service_id) == service_id:
+                self._by_service.setdefault(service_id, set()).add(key)
+            else:
+                taken.append(key)
+        return taken
+
     def allocate(
         self, service_id: str, spec_ports: list[PortConfig], endpoint: Endpoint | None
     ) -> list[PortConfig]:

@@ -120,7 +120,7 @@ def test_sdk_service_lifecycle(client: docker.DockerClient) -> None:
         return sum(t["Status"]["State"] == "running" for t in got.tasks()) == 2
 
     wait_for(running, what="2 running tasks")
-    got.reload()  # the allocator has recorded the endpoint since: a newer version
+    got.reload()  # the orchestrator's task writes don't touch the service: same version, re-read anyway
     version = got.version
     got.update(image="nginx:1.25")
     got.reload()
