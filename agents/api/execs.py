@@ -38,6 +38,7 @@ from agents.api.httputil import (
 from agents.api.routing import RouteTable
 from agents.api.server import node_context
 from agents.worker.executor import execs as runtime
+from agents.worker.executor import fdio
 
 routes = RouteTable("execs")
 
@@ -322,7 +323,7 @@ async def _supervise(inst: ExecInstance, proc: runtime.ExecProcess, stream: Hija
 async def _pump_out(fd: int, stream: HijackedStream | None, kind: int, framed: bool) -> None:
     while True:
         try:
-            data = await runtime.read_fd(fd)
+            data = await fdio.read_fd(fd)
         except OSError:
             return
         if not data:
@@ -339,7 +340,7 @@ async def _pump_in(proc: runtime.ExecProcess, stream: HijackedStream, wanted: bo
         data = await stream.read()
         if not data:
             break
-        if wanted and target >= 0 and not await runtime.write_fd(target, data):
+        if wanted and target >= 0 and not await fdio.write_fd(target, data):
             wanted = False
     if proc.tty:
         if stream.lost:

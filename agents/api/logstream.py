@@ -21,6 +21,7 @@ from aiohttp import web
 
 from agents.api.errors import InvalidParameter
 from agents.api.httputil import query_bool
+from agents.worker.executor.base import LogQuery
 from agents.worker.executor.logs import LogEntry
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -28,15 +29,11 @@ STREAM_IDS = {"stdin": 0, "stdout": 1, "stderr": 2}
 
 
 @dataclass(frozen=True)
-class LogOptions:
-    follow: bool = False
-    tail: int | None = None
-    """None = all lines."""
+class LogOptions(LogQuery):
+    """What to read (handed to the worker as it is) and how to render it."""
+
     timestamps: bool = False
     details: bool = False
-    stdout: bool = True
-    stderr: bool = True
-    since: float | None = None
 
     @classmethod
     def from_request(cls, request: web.Request) -> LogOptions:
@@ -131,13 +128,13 @@ def node_worker(ctx: Any) -> Any:
 async def worker_entries(worker: Any, ref: str, opts: LogOptions) -> AsyncIterator[LogEntry]:
     """One task's (or container's) log lines from this node's worker; nothing if it has none.
 
-    The worker's ``logs(ref, follow=, tail=, since=, stdout=, stderr=)`` yields :class:`LogEntry`
-    items; a task the worker does not know (never ran here, or removed) has no lines."""
+    The worker's ``logs(ref, query)`` yields :class:`LogEntry` items; a task the worker does not know
+    (never ran here, or removed) has no lines."""
     logs = getattr(worker, "logs", None)
     if logs is None:
         return
     try:
-        result = logs(ref, follow=opts.follow, tail=opts.tail, since=opts.since, stdout=opts.stdout, stderr=opts.stderr)
+        result = logs(ref, opts)
         if inspect.isawaitable(result):
             result = await result
     except LookupError:

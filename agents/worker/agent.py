@@ -26,9 +26,8 @@ from typing import Any, Protocol
 from agents.state import serde
 from agents.state.objects import SECOND, Task, TaskState
 from agents.worker.executor import base
-from agents.worker.executor.base import Container, Executor, SecretFile, StartFailed, TaskRejected
+from agents.worker.executor.base import Container, Executor, LogQuery, SecretFile, StartFailed, TaskRejected
 from agents.worker.executor.logs import LogEntry
-from agents.worker.images import catalog
 from agents.worker.views import summary
 
 log = logging.getLogger(__name__)
@@ -312,14 +311,7 @@ class Worker:
         assert c is not None
         cs = run.task.spec.container
         grace = (cs.stop_grace_period if cs.stop_grace_period else 10 * SECOND) / SECOND
-        sig_name = cs.stop_signal
-        if not sig_name:
-            with contextlib.suppress(catalog.ImageError):
-                sig_name = catalog.resolve(cs.image).stop_signal
-        try:
-            sig = base.parse_signal(sig_name)
-        except ValueError:
-            sig = base.parse_signal(None)
+        sig = base.stop_signal(cs)
         if self.mesh_drain is not None and run.task.networks and c.running:
             await self.mesh_drain(run.task.id)  # no new connection reaches a stopping task
         with contextlib.suppress(ProcessLookupError):
@@ -387,20 +379,9 @@ class Worker:
             return matches[0]
         raise NoSuchContainer(ref)
 
-    def logs(
-        self,
-        ref: str,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
-    ) -> AsyncIterator[LogEntry]:
+    def logs(self, ref: str, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
         """A task's log entries (``docker logs`` / ``docker service logs``; the API frames them)."""
-        c = self.find(ref)
-        return self.executor.logs(c, follow=follow, tail=tail, since=since, until=until, stdout=stdout, stderr=stderr)
+        return self.executor.logs(self.find(ref), query)
 
     async def kill(self, ref: str, sig: int = 9) -> None:
         """``docker kill``: the task then fails with ``task: non-zero exit (128+sig)`` if it dies."""

@@ -53,12 +53,7 @@ def console_task(public: Task, config: dict[str, Any], console_dir: str) -> Task
     except catalog.ImageError:
         return None
     env = spec.env_dict()
-    for item in cs.env:
-        key, sep, value = item.partition("=")
-        if sep:
-            env[key] = value
-        elif key in os.environ:
-            env[key] = os.environ[key]
+    catalog.overlay_env(env, cs.env)
     flags = ["--dir", console_dir, "--wait", str(CONSOLE_WAIT_S)]
     if config.get("Tty"):
         flags.append("--tty")

@@ -38,7 +38,6 @@ import os
 import re
 import secrets as _secrets
 import shutil
-import signal as _signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -48,7 +47,7 @@ from agents.worker import consolerun
 from agents.worker.attach import ConsoleConnection
 from agents.worker.executor import base
 from agents.worker.executor import logs as logfiles
-from agents.worker.executor.base import Container, Executor, StartFailed, TaskRejected
+from agents.worker.executor.base import Container, Executor, LogQuery, StartFailed, TaskRejected
 from agents.worker.executor.logs import LogEntry
 from agents.worker.images import catalog
 
@@ -510,14 +509,7 @@ class StandaloneContainers:
             return False
         cs = view.task.spec.container
         grace = timeout if timeout is not None and timeout >= 0 else cs.stop_grace_period / SECOND
-        name = sig or cs.stop_signal
-        if not name:
-            with contextlib.suppress(catalog.ImageError):
-                name = catalog.resolve(cs.image).stop_signal
-        try:
-            signum = base.parse_signal(name)
-        except ValueError:
-            signum = _signal.SIGTERM
+        signum = base.stop_signal(cs, sig)
         with contextlib.suppress(ProcessLookupError):
             await base.stop(self.executor, c, grace, signum)
         await self._unpublish(view)
@@ -576,19 +568,8 @@ class StandaloneContainers:
     def find(self, ref: str) -> StandaloneContainer:
         return self._view(ref)
 
-    def logs(
-        self,
-        ref: str,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
-    ) -> AsyncIterator[LogEntry]:
-        view = self.find(ref)
-        return self.executor.logs(view.run, follow=follow, tail=tail, since=since, until=until, stdout=stdout, stderr=stderr)
+    def logs(self, ref: str, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
+        return self.executor.logs(self.find(ref).run, query)
 
     # --------------------------------------------------------------------------------------- disk
 

@@ -38,6 +38,7 @@ import pytest
 
 from agents.worker.agent import Worker, make_executor
 from agents.worker.executor import base, secretfs
+from agents.worker.executor.base import LogQuery
 from agents.worker.executor.docker import (
     NETWORK_LABEL,
     SPEC_LABEL,
@@ -46,14 +47,14 @@ from agents.worker.executor.docker import (
     choose_executor,
     engine_reachable,
 )
-from agents.worker.executor.logs import LogEntry
 from tests import privatedockerd
+from tests.integration import workerkit
+from tests.integration.workerkit import REPO, collect, pairs, shutdown
 from tests.unit.worker.fakes import FakeSession, assign, make_task
 
 pytestmark = pytest.mark.netns
 
 T = TypeVar("T")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOOP = 'trap "exit 0" TERM; while :; do sleep 0.1; done'
 """A task that runs until asked to stop, and stops at once on SIGTERM."""
 
@@ -130,25 +131,9 @@ def engine() -> Iterator[Engine]:
         assert not leaked, f"left behind: {leaked}"
 
 
-def arun(fn: Callable[[], Awaitable[T]], timeout: float = 40) -> T:
-    async def main() -> T:
-        async with asyncio.timeout(timeout):
-            return await fn()
-
-    return asyncio.run(main())
-
-
-async def shutdown(worker: Worker) -> None:
-    await worker.shutdown_tasks()
-    await worker.stop()
-
-
-async def collect(it: Any) -> list[LogEntry]:
-    return [e async for e in it]
-
-
-def pairs(entries: list[LogEntry]) -> list[tuple[str, bytes]]:
-    return [(e.stream, e.data) for e in entries]
+def arun(fn: Callable[[], Awaitable[T]]) -> T:
+    """`workerkit.arun` with more time: the engine is slower to create and stop containers."""
+    return workerkit.arun(fn, timeout=40)
 
 
 # --------------------------------------------------------------------------------------- lifecycle
@@ -299,25 +284,25 @@ def test_logs_order_streams_tail_since_follow(engine: Engine) -> None:
         stamps = [_epoch(e.time) for e in entries]
         assert all(e.time.endswith("Z") and len(e.time) == 30 for e in entries), entries  # RFC 3339, ns
         assert t0 - 1 < stamps[0] <= stamps[1] <= stamps[2] < time.time() + 1
-        assert pairs(await collect(ex.logs(c, tail=1))) == [("stdout", b"out2\n")]
-        assert pairs(await collect(ex.logs(c, stdout=False))) == [("stderr", b"err1\n")]
-        assert await collect(ex.logs(c, stdout=False, stderr=False)) == []
+        assert pairs(await collect(ex.logs(c, LogQuery(tail=1)))) == [("stdout", b"out2\n")]
+        assert pairs(await collect(ex.logs(c, LogQuery(stdout=False)))) == [("stderr", b"err1\n")]
+        assert await collect(ex.logs(c, LogQuery(stdout=False, stderr=False))) == []
         since = (stamps[0] + stamps[1]) / 2
-        assert pairs(await collect(ex.logs(c, since=since))) == [("stderr", b"err1\n"), ("stdout", b"out2\n")]
-        assert pairs(await collect(ex.logs(c, until=since))) == [("stdout", b"out1\n")]
+        assert pairs(await collect(ex.logs(c, LogQuery(since=since)))) == [("stderr", b"err1\n"), ("stdout", b"out2\n")]
+        assert pairs(await collect(ex.logs(c, LogQuery(until=since)))) == [("stdout", b"out1\n")]
         await ex.remove(c)
 
         f = await ex.create(make_task("follow", args=["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done"]), [])
         await ex.start(f)
         got = []
-        async for e in ex.logs(f, follow=True):  # ends when the container exits
+        async for e in ex.logs(f, LogQuery(follow=True)):  # ends when the container exits
             got.append(e.data)
         assert got == [b"tick 1\n", b"tick 2\n", b"tick 3\n"]
         await asyncio.wait_for(f.exited.wait(), 5)  # the stream ended because the task exited
         assert f.exit_code == 0
         g = await ex.create(make_task("quiet", args=["sh", "-c", LOOP]), [])
         await ex.start(g)
-        follower = ex.logs(g, follow=True)
+        follower = ex.logs(g, LogQuery(follow=True))
         reader = asyncio.ensure_future(follower.__anext__())
         await asyncio.sleep(0.3)
         reader.cancel()  # a client that goes away stops following (no thread left blocked)

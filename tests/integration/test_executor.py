@@ -18,22 +18,21 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from agents.state.objects import TaskState
 from agents.worker.agent import Worker
 from agents.worker.executor import cgroups
+from agents.worker.executor.base import LogQuery
 from agents.worker.executor.process import ProcessExecutor
+from tests.integration.workerkit import REPO, arun, collect, pairs, shutdown
 from tests.unit.worker.fakes import FakeSession, assign, make_task
 
 pytestmark = pytest.mark.netns
-
-T = TypeVar("T")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass
@@ -120,19 +119,6 @@ def ppid(pid: int) -> int:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
-def arun(fn: Callable[[], Awaitable[T]], timeout: float = 30) -> T:
-    async def main() -> T:
-        async with asyncio.timeout(timeout):
-            return await fn()
-
-    return asyncio.run(main())
-
-
-async def shutdown(worker: Worker) -> None:
-    await worker.shutdown_tasks()
-    await worker.stop()
-
-
 def inside(pid: int, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a command in a task's namespaces (like ``docker exec``)."""
     return subprocess.run(["nsenter", "-t", str(pid), "-n", "-m", "-u", *argv], capture_output=True, text=True,
@@ -156,8 +142,7 @@ def test_lifecycle_complete_and_failed_exit_codes(node: Node) -> None:
         assert s.states("ok") == ["accepted", "preparing", "ready", "starting", "running", "complete"]
         assert ok["exit_code"] == 0 and ok["message"] == "finished" and len(ok["container_id"]) == 64
         assert bad["exit_code"] == 3 and bad["err"] == "task: non-zero exit (3)"
-        entries = [e async for e in w.logs("bad")]
-        assert [(e.stream, e.data) for e in entries] == [("stderr", b"oops\n")]
+        assert pairs(await collect(w.logs("bad"))) == [("stderr", b"oops\n")]
         ps = w.containers(all=True)
         assert {p["Names"][0] for p in ps} == {"/web.1.ok", "/web.1.bad"}
         assert all(p["State"] == "exited" and p["Status"].startswith("Exited (") for p in ps)
@@ -334,7 +319,7 @@ def test_env_user_and_logs_bounded(node: Node) -> None:
         cdir = os.path.join(node.state_dir, "containers", u["container_id"])
         total = sum(os.path.getsize(os.path.join(cdir, f)) for f in os.listdir(cdir) if "json.log" in f)
         assert total <= 2 * 4096
-        tail = [e.data async for e in w.logs("chatty", tail=2)]
+        tail = [e.data async for e in w.logs("chatty", LogQuery(tail=2))]
         assert tail == [b"line-1998\n", b"line-1999\n"]
         await shutdown(w)
 
@@ -347,7 +332,7 @@ def test_follow_logs_until_exit(node: Node) -> None:
         w = Worker(node.state_dir, s, node.executor())
         await w.apply(assign([make_task("f", args=["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"])]))
         await s.wait("f", "running")
-        got = [e.data async for e in w.logs("f", follow=True)]
+        got = [e.data async for e in w.logs("f", LogQuery(follow=True))]
         assert got == [b"1\n", b"2\n", b"3\n"]
         await shutdown(w)
 

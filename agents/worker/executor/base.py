@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agents.state.objects import Task
+from agents.state.objects import ContainerSpec, Task
 from agents.worker.executor.logs import LogEntry
+from agents.worker.images import catalog
 
 
 class TaskRejected(Exception):
@@ -35,6 +36,23 @@ class SecretFile:
     uid: int = 0
     gid: int = 0
     mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Which of a task's log entries to read (``docker logs`` options): one value the worker, its
+    executors and the API hand along instead of six keywords each."""
+
+    follow: bool = False
+    """Keep yielding new entries until the task exits (not with ``until``)."""
+    tail: int | None = None
+    """The last N entries of what is already there; None = all."""
+    since: float | None = None
+    """Epoch seconds: entries from then on (None or 0 = from the start)."""
+    until: float | None = None
+    """Epoch seconds: entries before then (None or 0 = no bound)."""
+    stdout: bool = True
+    stderr: bool = True
 
 
 @dataclass(eq=False)
@@ -85,6 +103,19 @@ def parse_signal(name: str | int | None, default: int = _signal.SIGTERM) -> int:
         raise ValueError(f"invalid signal: {name}") from None
 
 
+def stop_signal(cs: ContainerSpec, override: str | int | None = None) -> int:
+    """The signal a stop sends first: ``override`` (``docker stop --signal``), else the container's
+    StopSignal, else its image's; SIGTERM when none is set or the name is no signal."""
+    name = override or cs.stop_signal
+    if not name:
+        with contextlib.suppress(catalog.ImageError):
+            name = catalog.resolve(cs.image).stop_signal
+    try:
+        return parse_signal(name)
+    except ValueError:
+        return _signal.SIGTERM
+
+
 class Executor(Protocol):
     async def create(self, task: Task, secrets: list[SecretFile]) -> Container: ...
 
@@ -103,17 +134,7 @@ class Executor(Protocol):
         launcher), so a service's first tasks do not wait for it; failures surface at the first start."""
         ...
 
-    def logs(
-        self,
-        c: Container,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
-    ) -> AsyncIterator[LogEntry]: ...
+    def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]: ...
 
     async def close(self) -> None: ...
 

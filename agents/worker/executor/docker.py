@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 from agents.state.objects import SECOND, Task
 from agents.worker.executor import dockernet, secretfs
-from agents.worker.executor.base import Container, SecretFile, StartFailed, TaskRejected
+from agents.worker.executor.base import Container, LogQuery, SecretFile, StartFailed, TaskRejected
 from agents.worker.executor.logs import LogEntry, rfc3339_nano
 from agents.worker.executor.netns import (
     FALLBACK_BRIDGE,
@@ -441,29 +441,19 @@ class DockerExecutor:
 
     # ------------------------------------------------------------------------------------------ logs
 
-    def logs(
-        self,
-        c: Container,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
-    ) -> AsyncIterator[LogEntry]:
+    def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
         """The engine's logs of the container, both streams in their order (following ends at exit)."""
         params = {
-            "stdout": "1" if stdout else "0",
-            "stderr": "1" if stderr else "0",
+            "stdout": "1" if query.stdout else "0",
+            "stderr": "1" if query.stderr else "0",
             "timestamps": "1",
-            "follow": "1" if follow and until is None else "0",
-            "tail": "all" if tail is None else str(max(0, tail)),
+            "follow": "1" if query.follow and query.until is None else "0",
+            "tail": "all" if query.tail is None else str(max(0, query.tail)),
         }
-        if since:
-            params["since"] = f"{since:.9f}"
-        if until:
-            params["until"] = f"{until:.9f}"
+        if query.since:
+            params["since"] = f"{query.since:.9f}"
+        if query.until:
+            params["until"] = f"{query.until:.9f}"
         return self._log_entries(self._url(f"/containers/{c.id}/logs"), params)
 
     async def _log_entries(self, url: str, params: dict[str, str]) -> AsyncIterator[LogEntry]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import grp
 import marshal
@@ -34,7 +33,7 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.worker.executor import cgroups
+from agents.worker.executor import cgroups, fdio
 from agents.worker.executor.nsexec import PREFIX as OCI_PREFIX
 from agents.worker.images import catalog
 
@@ -281,10 +280,7 @@ async def spawn(config: dict[str, Any], *, size: tuple[int, int] | None = None, 
     finally:
         for fd in (*child, cfg_r):
             os.close(fd)
-    try:
-        await _write_all(cfg_w, payload)
-    finally:
-        os.close(cfg_w)
+    await fdio.hand_over(cfg_w, payload)
     if detached:
         return ExecProcess(proc)
     if config.get("tty"):
@@ -292,75 +288,6 @@ async def spawn(config: dict[str, Any], *, size: tuple[int, int] | None = None, 
     if attach_stdin:
         return ExecProcess(proc, stdin=own[0], stdout=own[1], stderr=own[2])
     return ExecProcess(proc, stdout=own[0], stderr=own[1])
-
-
-async def _write_all(fd: int, data: bytes) -> None:
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            fut: asyncio.Future[None] = loop.create_future()
-            loop.add_writer(fd, _wake, fut)
-            try:
-                await fut
-            finally:
-                loop.remove_writer(fd)
-        except BrokenPipeError:
-            return  # the helper died early; its exit code tells
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-# ------------------------------------------------------------------------------------ fd streaming
-
-
-async def read_fd(fd: int, n: int = 65536) -> bytes:
-    """One chunk from a non-blocking fd; b"" at EOF (a pty master whose slave is closed reads EIO)."""
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            return os.read(fd, n)
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return b""
-            raise
-        fut: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(fd, _wake, fut)
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
-
-
-async def write_fd(fd: int, data: bytes) -> bool:
-    """Write all of ``data`` to a non-blocking fd; False once the reader is gone."""
-    loop = asyncio.get_running_loop()
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-            continue
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            if e.errno in (errno.EPIPE, errno.EIO, errno.EBADF):
-                return False
-            raise
-        fut: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(fd, _wake, fut)
-        try:
-            await fut
-        finally:
-            loop.remove_writer(fd)
-    return True
 
 
 def kill_group(pid: int) -> None:

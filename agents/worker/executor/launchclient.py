@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from agents.worker.executor import launcher
+from agents.worker.executor import fdio, launcher
 from agents.worker.images.catalog import DEFAULT_PATH
 
 
@@ -35,15 +35,9 @@ class LineReader:
 
     async def readline(self, timeout: float) -> bytes:
         """The next line without its newline; ``b""`` at EOF."""
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while b"\n" not in self.buf and not self.eof:
-                fut: asyncio.Future[None] = loop.create_future()
-                loop.add_reader(self.fd, _wake, fut)
-                try:
-                    await fut
-                finally:
-                    loop.remove_reader(self.fd)
+                await fdio.wait_readable(self.fd)
                 try:
                     data = os.read(self.fd, 4096)
                 except BlockingIOError:
@@ -127,7 +121,7 @@ class LauncherClient:
             except BlockingIOError:
                 fd = sock.fileno()
                 self._waiting = loop.create_future()
-                loop.add_writer(fd, _wake, self._waiting)
+                loop.add_writer(fd, fdio.wake, self._waiting)
                 try:
                     await self._waiting
                 finally:
@@ -225,11 +219,6 @@ class LauncherClient:
         if not line.startswith(b"ready "):
             reason = line.decode(errors="replace").removeprefix("error ") or f"it exited (see {self.log_path})"
             raise LauncherError(f"the task launcher could not start: {reason}")
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _reap(pid: int) -> None:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:  # not at run time: the supervisor imports this module, and base imports it
+    from agents.worker.executor.base import LogQuery
 
 try:
     from _json import encode_basestring as _encode  # C, no ``re`` import
@@ -149,26 +152,18 @@ def _keep(e: LogEntry, since: str | None, until: str | None, streams: frozenset[
 
 
 async def read_logs(
-    path: str,
-    *,
-    follow: bool = False,
-    tail: int | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    stdout: bool = True,
-    stderr: bool = True,
-    running: object = None,
-    poll_s: float = 0.1,
+    path: str, query: LogQuery, *, running: object = None, poll_s: float = 0.1
 ) -> AsyncIterator[LogEntry]:
     """``docker logs`` over one task's files. ``running`` is a callable telling whether to keep following.
 
-    ``since``/``until`` are epoch seconds; ``tail`` keeps the last N entries of what is on disk.
-    Following polls the file (cheap, and robust across rotation: a new inode restarts at offset 0).
+    ``query.tail`` keeps the last N entries of what is on disk. Following polls the file (cheap, and
+    robust across rotation: a new inode restarts at offset 0).
     """
     import asyncio
     from collections import deque
 
-    streams = frozenset(s for s, on in (("stdout", stdout), ("stderr", stderr)) if on)
+    follow, tail, since, until = query.follow, query.tail, query.since, query.until
+    streams = frozenset(s for s, on in (("stdout", query.stdout), ("stderr", query.stderr)) if on)
     since_s = rfc3339_nano(int(since * 1e9)) if since else None
     until_s = rfc3339_nano(int(until * 1e9)) if until else None
     # Remember where the current file ends *before* reading history, so following starts there.

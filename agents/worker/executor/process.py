@@ -37,8 +37,8 @@ import time
 from collections.abc import AsyncIterator
 
 from agents.state.objects import Task
-from agents.worker.executor import cgroups, logs, records
-from agents.worker.executor.base import Container, SecretFile, StartFailed, TaskRejected
+from agents.worker.executor import cgroups, fdio, logs, records
+from agents.worker.executor.base import Container, LogQuery, SecretFile, StartFailed, TaskRejected
 from agents.worker.executor.launchclient import LauncherClient, LauncherError, LineReader
 from agents.worker.executor.netns import Attachment, NetworkError, TaskNetworking, attachment_for
 from agents.worker.images import catalog
@@ -150,12 +150,7 @@ class ProcessExecutor:
         env = spec.env_dict()
         env["HOSTNAME"] = hostname
         env.setdefault("HOME", "/root")
-        for item in cs.env:
-            key, sep, value = item.partition("=")
-            if sep:
-                env[key] = value
-            elif key in os.environ:
-                env[key] = os.environ[key]
+        catalog.overlay_env(env, cs.env)
         uid, gid, groups = _resolve_user(cs.user)
         if uid is not None and "HOME" not in {e.partition("=")[0] for e in cs.env}:
             with contextlib.suppress(KeyError):
@@ -315,10 +310,7 @@ class ProcessExecutor:
                 os.close(fd)
         ctl = LineReader(ctl_r)
         try:
-            try:
-                await _write_all(cfg_w, payload)
-            finally:
-                os.close(cfg_w)
+            await fdio.hand_over(cfg_w, payload)
             line = await ctl.readline(self.start_timeout_s)
         except BaseException:
             ctl.close()
@@ -419,27 +411,8 @@ class ProcessExecutor:
         self._containers.pop(c.id, None)
         self._recs.pop(c.id, None)
 
-    def logs(
-        self,
-        c: Container,
-        *,
-        follow: bool = False,
-        tail: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        stdout: bool = True,
-        stderr: bool = True,
-    ) -> AsyncIterator[logs.LogEntry]:
-        return logs.read_logs(
-            self.log_path(c.id),
-            follow=follow,
-            tail=tail,
-            since=since,
-            until=until,
-            stdout=stdout,
-            stderr=stderr,
-            running=lambda: c.state != "exited",
-        )
+    def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[logs.LogEntry]:
+        return logs.read_logs(self.log_path(c.id), query, running=lambda: c.state != "exited")
 
     # ----------------------------------------------------------------------------------- re-adoption
 
@@ -504,31 +477,6 @@ class ProcessExecutor:
         self._watches.clear()
         self._pending.clear()
         await self.launcher.close()
-
-
-async def _write_all(fd: int, data: bytes) -> None:
-    """Write ``data`` to a pipe without blocking the loop (configs with large secrets exceed its buffer)."""
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    view = memoryview(data)
-    try:
-        while view:
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                fut: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(fd, _wake, fut)
-                try:
-                    await fut
-                finally:
-                    loop.remove_writer(fd)
-    except BrokenPipeError:
-        pass  # the supervisor died early; its error arrives on the control pipe
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _read_exit(path: str) -> int | None:

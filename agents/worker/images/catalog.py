@@ -27,6 +27,7 @@ __all__ = [
     "image_inspect",
     "load_catalog_file",
     "normalize",
+    "overlay_env",
     "register",
     "resolve",
 ]
@@ -185,6 +186,17 @@ class ImageSpec:
 
 
 # --------------------------------------------------------------------------- references
+
+
+def overlay_env(env: dict[str, str], items: Iterable[str]) -> None:
+    """Layer a container's Env over ``env`` (the image's): ``KEY=VALUE`` sets, a bare ``KEY`` passes the
+    agent's own value through, or nothing where the agent has none."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
 
 
 def normalize(image_ref: str) -> tuple[str, str]:

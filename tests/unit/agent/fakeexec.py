@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from agents.state.objects import Task
-from agents.worker.executor.base import Container, SecretFile, TaskRejected
+from agents.worker.executor.base import Container, LogQuery, SecretFile, TaskRejected
 from agents.worker.executor.logs import LogEntry, rfc3339_nano
 from agents.worker.images import catalog
 
@@ -87,14 +87,12 @@ class FakeExecutor:
     async def restore(self) -> list[Container]:
         return []
 
-    async def logs(self, c: Container, *, follow: bool = False, tail: int | None = None,
-                   since: float | None = None, until: float | None = None,
-                   stdout: bool = True, stderr: bool = True) -> AsyncIterator[LogEntry]:
+    async def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
         entries = list(self._logs.get(c.id, []))
-        if tail is not None:
-            entries = entries[-tail:] if tail > 0 else []
+        if query.tail is not None:
+            entries = entries[-query.tail:] if query.tail > 0 else []
         for e in entries:
-            if (e.stream == "stdout" and stdout) or (e.stream == "stderr" and stderr):
+            if (e.stream == "stdout" and query.stdout) or (e.stream == "stderr" and query.stderr):
                 yield e
 
     async def close(self) -> None:

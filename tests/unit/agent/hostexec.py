@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 
-from agents.worker.executor.base import Container, StartFailed
+from agents.worker.executor.base import Container, LogQuery, StartFailed
 from agents.worker.executor.logs import LogEntry
 from agents.worker.images import catalog
 
@@ -52,21 +52,19 @@ class HostProcessExecutor(FakeExecutor):
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
 
-    async def logs(self, c: Container, *, follow: bool = False, tail: int | None = None,
-                   since: float | None = None, until: float | None = None,
-                   stdout: bool = True, stderr: bool = True) -> AsyncIterator[LogEntry]:
+    async def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
         """Like the json-file reader: ``follow`` keeps yielding new lines until the container exited."""
         entries = self._logs.get(c.id, [])
-        start = max(0, len(entries) - tail) if tail is not None else 0
+        start = max(0, len(entries) - query.tail) if query.tail is not None else 0
         i = start
         while True:
             entries = self._logs.get(c.id, [])
             while i < len(entries):
                 e = entries[i]
                 i += 1
-                if (e.stream == "stdout" and stdout) or (e.stream == "stderr" and stderr):
+                if (e.stream == "stdout" and query.stdout) or (e.stream == "stderr" and query.stderr):
                     yield e
-            if not follow or (c.state == "exited" and i >= len(self._logs.get(c.id, []))):
+            if not query.follow or (c.state == "exited" and i >= len(self._logs.get(c.id, []))):
                 return
             await asyncio.sleep(0.02)
 

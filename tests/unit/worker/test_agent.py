@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from agents.state.objects import Task, TaskState
 from agents.worker.agent import Worker
-from agents.worker.executor.base import Container, SecretFile, TaskRejected
+from agents.worker.executor.base import Container, LogQuery, SecretFile, TaskRejected
 from agents.worker.executor.logs import LogEntry
 from agents.worker.views import human_duration, status_text
 
@@ -64,7 +64,7 @@ class FakeExecutor:
     async def restore(self) -> list[Container]:
         return self._restored
 
-    def logs(self, c: Container, **kw: object) -> AsyncIterator[LogEntry]:
+    def logs(self, c: Container, query: LogQuery = LogQuery()) -> AsyncIterator[LogEntry]:
         async def gen() -> AsyncIterator[LogEntry]:
             yield LogEntry("stdout", "t", b"x\n")
 

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from agents.worker.executor.base import LogQuery
 from agents.worker.executor.logs import MAX_LINE, JsonFileWriter, log_files, read_entries, read_logs
 
 
@@ -52,8 +53,8 @@ def test_tail_streams_and_follow(tmp_path: Path) -> None:
         w.write("stdout" if i % 2 == 0 else "stderr", f"{i}\n".encode())
 
     async def body() -> tuple[list[bytes], list[bytes], list[bytes]]:
-        tail = [e.data async for e in read_logs(p, tail=2)]
-        err = [e.data async for e in read_logs(p, stdout=False)]
+        tail = [e.data async for e in read_logs(p, LogQuery(tail=2))]
+        err = [e.data async for e in read_logs(p, LogQuery(stdout=False))]
         running = [True]
 
         async def writer() -> None:
@@ -63,7 +64,7 @@ def test_tail_streams_and_follow(tmp_path: Path) -> None:
             running[0] = False
 
         wt = asyncio.ensure_future(writer())
-        followed = [e.data async for e in read_logs(p, tail=1, follow=True, running=lambda: running[0], poll_s=0.01)]
+        followed = [e.data async for e in read_logs(p, LogQuery(tail=1, follow=True), running=lambda: running[0], poll_s=0.01)]
         await wt
         return tail, err, followed
 
