@@ -172,6 +172,72 @@ async def worker_part(replicas: int, rss_at: int) -> dict[str, Any]:
 _STARTED = re.compile(r"task (\w+) running: (\d+) ms after it was assigned, (\d+) ms after it arrived")
 
 
+def _sandbox_child(i: int) -> None:
+    """In a forked child inside the bench namespace: what a supervisor does before ``ready``, then exit."""
+    from agents.worker.executor import shim
+
+    code = 0
+    try:
+        cfg = {"cgroup": None, "namespaces": True, "hostname": f"sb{i}", "secrets": [],
+               "attachments": [("br0", f"10.77.{i // 250}.{i % 250 + 2}/16", "10.77.0.1", f"lcbsb{i}", 1500)]}
+        shim.wire(cfg, shim.setup(cfg))
+    except BaseException:
+        code = 1
+    os._exit(code)
+
+
+def sandbox_floor(count: int, parallel: int) -> dict[str, Any]:
+    """The kernel's share of a task start, alone: ``count`` task sandboxes (network, mount and UTS
+    namespaces, /run and /run/secrets tmpfs, a veth on a bridge, address and route -- the supervisor's own
+    `setup` and `wire`) made by forked children, sequentially and ``parallel`` at a time, in a private
+    namespace. The kernel serialises much of this (RTNL), so it is a floor under the per-task latency."""
+    name = f"lcb-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "br0", "type", "bridge"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "br0", "up"], check=True)
+        out: dict[str, Any] = {"sandboxes": count}
+        for par in (1, parallel):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # enter the namespace in a child: this process keeps its own namespaces
+                code = 1
+                try:
+                    from agents.worker.executor import rtnetlink, shim
+
+                    os.close(r)
+                    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+                    rtnetlink.setns(fd, shim.CLONE_NEWNET)
+                    if shim.libc().unshare(shim.CLONE_NEWNS) != 0:  # sandboxes' mounts stay out of the host's
+                        raise OSError("unshare(CLONE_NEWNS) failed")
+                    failed, running, started = 0, 0, 0
+                    t0 = time.monotonic()
+                    while started < count or running:
+                        while started < count and running < par:
+                            if os.fork() == 0:
+                                _sandbox_child(started)
+                            started += 1
+                            running += 1
+                        _, status = os.wait()
+                        running -= 1
+                        failed += status != 0
+                    os.write(w, f"{(time.monotonic() - t0) * 1000:.1f} {failed}".encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(w)
+            with os.fdopen(r, "rb") as fh:
+                reply = fh.read().decode().split()
+            os.waitpid(pid, 0)
+            total_ms, failed = (float(reply[0]), int(reply[1])) if len(reply) == 2 else (None, count)
+            out[f"parallel_{par}"] = {"total_ms": total_ms, "per_sandbox_ms": round(total_ms / count, 2) if total_ms else None,
+                                      "failed": failed}
+            time.sleep(1.0)  # let the kernel tear those namespaces down before the next round
+        return out
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 def _ts(text: str) -> float:
     """Docker's RFC 3339 timestamps (nanoseconds) as epoch seconds."""
     from datetime import datetime
@@ -262,6 +328,7 @@ def main() -> None:
     ap.add_argument("--rss-tasks", type=int, default=20)
     ap.add_argument("--skip-swarm", action="store_true")
     ap.add_argument("--skip-worker", action="store_true")
+    ap.add_argument("--sandbox-floor", action="store_true", help="also time the kernel's share alone")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print(json.dumps({"status": "blocked", "reason": "needs root (network namespaces)"}))
@@ -269,6 +336,8 @@ def main() -> None:
     result: dict[str, Any] = {}
     result["swarm"] = {"status": "skipped"} if args.skip_swarm else swarm_part(args.replicas)
     result["worker"] = {"status": "skipped"} if args.skip_worker else asyncio.run(worker_part(args.replicas, args.rss_tasks))
+    if args.sandbox_floor:
+        result["sandbox_floor"] = sandbox_floor(args.replicas, 8)
     result["targets"] = {"converged_s": 10, "p50_assigned_to_running_ms": 300, "agent_rss_mb_20_tasks": 60}
     print(json.dumps(result, indent=2))
 
