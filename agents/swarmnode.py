@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.manager import ca, joinclient
+from agents.manager import ca, joinclient, keys
 from agents.manager.allocator import ensure_ingress
 from agents.manager.controlplane import ControlPlane
 from agents.manager.dispatcher import Dispatcher
@@ -123,6 +123,15 @@ def describe(hostname: str) -> NodeDescription:
     )
 
 
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a credentials file is replaced (they are written by rename): inode, mtime, size."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class SwarmNode:
     def __init__(
         self,
@@ -139,6 +148,7 @@ class SwarmNode:
     ) -> None:
         self.state_dir = state_dir
         self.swarm_dir = state_dir / "swarm"
+        self._tls_cache: tuple[tuple[tuple[int, int, int], ...], ca.NodeCredentials, Any] | None = None
         self.hostname = hostname
         self.timing = timing or SwarmTiming()
         self.loop_factories = loop_factories if loop_factories is not None else default_loops()
@@ -299,7 +309,21 @@ class SwarmNode:
         return out or st.raft_peers
 
     def _client_tls(self) -> Any:
-        return ca.client_context(ca.NodeCredentials.load(self.state_dir), ca.RootCA.load(self.state_dir).cert_pem)
+        """The node's client TLS context, rebuilt only when its certificate, key or root CA changed on
+        disk (renewal, role change, rotation): the role check asks for it every heartbeat period, and
+        loading and checking the credentials each time cost every node a few ms of CPU per second."""
+        return self._credentials()[1]
+
+    def _credentials(self) -> tuple[ca.NodeCredentials, Any]:
+        """This node's credentials and client TLS context, loaded again only when the files changed."""
+        paths = keys.cert_paths(self.state_dir)
+        stamp = tuple(_file_stamp(p) for p in (paths.node_cert, paths.node_key, paths.root_ca))
+        cached = self._tls_cache
+        if cached is None or cached[0] != stamp:
+            creds = ca.NodeCredentials.load(self.state_dir)
+            ctx = ca.client_context(creds, ca.RootCA.load(self.state_dir).cert_pem)
+            cached = self._tls_cache = (stamp, creds, ctx)
+        return cached[1], cached[2]
 
     def _other_managers(self) -> list[str]:
         st = self.state
@@ -347,7 +371,7 @@ class SwarmNode:
         elif info["role"] == "worker" and st.role == "manager" and info.get("removed"):
             async with self._lock:
                 await self._become_worker(tls, answered)
-        elif ca.needs_renewal(ca.NodeCredentials.load(self.state_dir), fraction=self._renew_at):
+        elif ca.needs_renewal(self._credentials()[0], fraction=self._renew_at):
             async with self._lock:
                 await self._renew_in_place(tls, answered)
 
