@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.cancel import cancel_and_wait
 from agents.manager import ca, joinclient, keys
 from agents.manager.allocator import ensure_ingress
 from agents.manager.controlplane import ControlPlane
@@ -277,17 +278,20 @@ class SwarmNode:
         await self._stop_mesh(remove=False)
         task, self._role_task = self._role_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a stop that is itself cancelled stays cancelled
         session, self.session = self.session, None
         if session is not None:
             await session.stop()
 
     async def _role_loop(self) -> None:
-        """Follow `docker node promote/demote`: ask a manager what this node should be, and become it."""
+        """Follow `docker node promote/demote`: ask a manager what this node should be, and become it.
+
+        Runs until `_stop_role_watch` unsets `_role_task`: a role change stops and starts a manager, and a
+        cancellation lost somewhere in there must not leave this loop running after stop() (it did).
+        """
         period = max(0.2, self.timing.heartbeat_period_s)
-        while True:
+        me = asyncio.current_task()
+        while self._role_task is me:
             await asyncio.sleep(period)
             try:
                 await self._check_role()

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Protocol
 
+from agents.cancel import cancel_and_wait
 from agents.state.changeset import Changeset
 from agents.state.store import ApplyResult, Store
 from agents.state.tx import Tx
@@ -87,9 +88,7 @@ class ControlLoop(ABC):
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a stopper cancelled meanwhile stays cancelled
 
     @property
     def running(self) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.cancel import cancel_and_wait
 from agents.manager import ca
 from agents.manager.errors import NoLeader, NotLeader
 from agents.manager.loop import Committer, ControlLoop, LocalCommitter
@@ -62,6 +63,7 @@ class Manager:
         self._watch_task: asyncio.Task[None] | None = None
         self._leader_hooks: list[Callable[[bool], None]] = []
         self._leaderless_since: float | None = None  # loop time this manager last lost sight of a leader
+        self._stopping = False
         self.raft = RaftNode(self._raft_config(), StoreStateMachine(self.store))
         timeout = config.commit_timeout or config.tick_interval * config.election_ticks * 4
         self.committer: Committer = RaftCommitter(self.raft, self.control_addr_of_raft, timeout)
@@ -101,10 +103,9 @@ class Manager:
         self._watch_task = asyncio.get_running_loop().create_task(self._watch_leadership(), name="leadership")
 
     async def stop(self) -> None:
+        self._stopping = True  # ends the leadership watch even if a cancellation gets lost below it
         if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await cancel_and_wait(self._watch_task)
             self._watch_task = None
         await self._stop_loops()
         await self.raft.stop()
@@ -148,7 +149,7 @@ class Manager:
     async def _watch_leadership(self) -> None:
         """Start loops on gaining leadership, stop them on losing it; keep ManagerStatus current."""
         interval = max(0.02, self.config.tick_interval / 2)
-        while True:
+        while not self._stopping:
             leading = self.raft.is_leader
             if self.raft.leader:
                 self._leaderless_since = None

@@ -41,7 +41,9 @@ class RoleManager(ControlLoop):
         self.manager = manager
 
     async def run(self) -> None:
-        while True:
+        # Until stop() unsets the task: handing leadership over is what gets this loop cancelled, and a
+        # cancellation that lands as the handover completes must not leave it running on a follower.
+        while self._task is asyncio.current_task():
             try:
                 await self.reconcile()
             except ManagerError as e:

@@ -19,11 +19,11 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -51,6 +51,7 @@ from agents.raft.types import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Address = tuple[str, int]
 
@@ -147,6 +148,14 @@ def _completes(fut: asyncio.Future[Any]) -> Completion:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+async def _within(aw: Awaitable[_T], timeout: float | None) -> _T:
+    """``asyncio.wait_for`` without its Python 3.11 flaw: when a cancellation arrives just as ``aw``
+    completes, wait_for returns the result and drops the cancellation, so a control loop stopped on
+    losing leadership (the moment a leadership transfer completes) ran on. ``asyncio.timeout`` keeps it."""
+    async with asyncio.timeout(timeout):
+        return await aw
 
 
 class _Pending:
@@ -377,7 +386,7 @@ class RaftNode:
         fut = self.submit(data)
         if timeout is None:
             return await fut
-        return await asyncio.wait_for(fut, timeout)
+        return await _within(fut, timeout)
 
     async def read_index(self, timeout: float | None = None) -> None:
         """Linearizable read barrier: returns once this node has applied everything committed before.
@@ -393,7 +402,7 @@ class RaftNode:
             self._wake.set()
             wait = retry if deadline is None else min(retry, deadline - time.monotonic())
             try:
-                await asyncio.wait_for(asyncio.shield(fut), max(wait, 0.0))
+                await _within(asyncio.shield(fut), max(wait, 0.0))
                 return
             except TimeoutError:
                 fut.cancel()
@@ -407,7 +416,7 @@ class RaftNode:
             return
         self._leader_waiters.append((to, fut))
         self._command_fut(lambda core: core.transfer_leadership(to), fut)
-        await asyncio.wait_for(fut, timeout if timeout is not None else self._election_timeout_s() * 3)
+        await _within(fut, timeout if timeout is not None else self._election_timeout_s() * 3)
 
     async def add_member(
         self, node_id: NodeId, address: Address, *, voter: bool = True, timeout: float | None = None
@@ -430,7 +439,7 @@ class RaftNode:
         try:
             await self._conf_change(ConfChange(kind, node_id, encode_address(address)), deadline)
             if voter:
-                await asyncio.wait_for(asyncio.shield(promoted), _remaining(deadline))
+                await _within(asyncio.shield(promoted), _remaining(deadline))
         finally:
             promoted.cancel()
 
@@ -453,7 +462,7 @@ class RaftNode:
 
             self._command_fut(go, fut)
             try:
-                await asyncio.wait_for(fut, _remaining(deadline))
+                await _within(fut, _remaining(deadline))
                 return
             except ProposalDropped as e:
                 retry = "configuration change is pending" in str(e) and self._role == Role.LEADER

@@ -18,7 +18,6 @@ All methods must be called from the event loop's thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
@@ -304,9 +303,10 @@ class Transport:
     async def _connect(self, p: _Peer) -> _Conn | None:
         host, port = p.address
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=self._client_ssl), CONNECT_TIMEOUT
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that arrives as the
+            # connection completes, and a sender that misses stop()'s cancel runs forever.
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                reader, writer = await asyncio.open_connection(host, port, ssl=self._client_ssl)
         except (OSError, TimeoutError, ssl.SSLError) as e:
             if not p.down:
                 log.warning(
@@ -336,11 +336,14 @@ class Transport:
         p.wake.set()
 
     async def _close_conn(self, conn: _Conn) -> None:
-        if conn.watcher is not None:
-            conn.watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await conn.watcher
-        await _close_writer(conn.writer)
+        """Close an outbound connection. A cancellation of the caller (stop(), remove_peer()) that
+        arrives meanwhile is passed on, never swallowed: the sender must end, or stop() waits forever."""
+        try:
+            if conn.watcher is not None:
+                conn.watcher.cancel()
+                await asyncio.wait({conn.watcher})  # its own CancelledError stays inside it
+        finally:
+            await _close_writer(conn.writer)
 
     # ------------------------------------------------------------------ receiving
 
@@ -399,9 +402,17 @@ class Transport:
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    """Close and wait (bounded) so no transport outlives us; abort if the peer does not answer."""
+    """Close and wait (bounded) so no transport outlives us; abort if the peer does not answer.
+
+    A TLS close waits for the peer's close_notify, so this can take up to CLOSE_TIMEOUT; if the caller
+    is cancelled meanwhile, the socket is aborted and the cancellation re-raised.
+    """
     writer.close()
     try:
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
-    except (Exception, asyncio.CancelledError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:  # timed out, or the connection had failed: nothing left to say to the peer
         writer.transport.abort()

@@ -8,13 +8,14 @@ import os
 import socket
 import ssl
 import struct
+import threading
 import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from agents.raft import tlsconfig
+from agents.raft import tlsconfig, transport
 from agents.raft.codec import encode_messages
 from agents.raft.transport import Transport
 from agents.raft.types import Entry, Message, MessageType, NodeId
@@ -24,7 +25,6 @@ from .conftest import Certs, TlsPair
 LOCAL = "127.0.0.1"
 
 
-
 async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll until `cond` holds: fixed sleeps are flaky on a loaded 2-core machine."""
     loop = asyncio.get_running_loop()
@@ -32,6 +32,7 @@ async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     while not cond():
         assert loop.time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
+
 
 def run(coro: Coroutine[Any, Any, None], timeout: float = 30.0) -> None:
     async def main() -> None:
@@ -275,6 +276,53 @@ def test_address_change_and_remove_peer() -> None:
             await t.stop()
 
     run(main())
+
+
+@pytest.mark.parametrize("cancelled_by", ["stop", "remove_peer"])
+def test_a_sender_closing_a_connection_still_ends_on_cancel(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch, cancelled_by: str
+) -> None:
+    """A TLS close waits for the peer's close_notify; a peer that never answers keeps the sender in
+    that close. stop() (or remove_peer()) cancelling it then must end it: the close used to swallow
+    the cancellation, the sender lived on and stop() waited forever (seen under load)."""
+    monkeypatch.setattr(transport, "CLOSE_TIMEOUT", 30.0)  # the close outlasts the test unless cut short
+    listener = socket.socket()
+    listener.bind((LOCAL, 0))
+    listener.listen()
+    release = threading.Event()
+    server_ctx = certs.contexts(2).server
+
+    def mute_peer() -> None:
+        """Completes the TLS handshake, then never reads: no close_notify ever comes back."""
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True):
+            release.wait(30)
+
+    thread = threading.Thread(target=mute_peer, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        t = make(1, Inbox(), certs.contexts(1))
+        await t.start()
+        t.set_peer(2, (LOCAL, listener.getsockname()[1]))
+        t.send(msg(2, 1, 1))
+        await eventually(lambda: t.stats()["frames_sent"] == 1)
+        peer = t._peers[2]
+        t.set_peer(2, (LOCAL, free_port()))  # new address: the sender closes the old connection first
+        await eventually(lambda: peer.conn is None and peer.redial)  # inside that close
+        async with asyncio.timeout(5):
+            if cancelled_by == "remove_peer":
+                t.remove_peer(2)
+                await eventually(lambda: peer.task is not None and peer.task.done())
+            await t.stop()
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    try:
+        run(main())
+    finally:
+        release.set()
+        thread.join(10)
+        listener.close()
 
 
 def _open_fds() -> int:
