@@ -593,6 +593,12 @@ def test_rtnetlink_requests_and_errors(node: Node) -> None:
             peer.add_default_route("10.9.0.1", eth0)
         host_end = node.run("ip", "-o", "link", "show", "vtx0").stdout
         assert "master tbrx" in host_end and " mtu 1400 " in host_end and ",UP" in host_end
+        # One queue each, asked for at creation: the kernel's default (one per CPU, then shrunk to one)
+        # waits for an RCU grace period under the RTNL lock, which serialised a burst of task starts.
+        assert "numtxqueues 1 numrxqueues 1 " in node.run("ip", "-d", "-o", "link", "show", "vtx0").stdout
+        details = subprocess.run(["ip", "-n", peer_ns, "-d", "-o", "link", "show", "eth0"], capture_output=True,
+                                 text=True).stdout
+        assert "numtxqueues 1 numrxqueues 1 " in details
         assert "inet 10.9.0.1/24" in node.run("ip", "-o", "addr", "show", "tbrx").stdout
         run_peer = ["ip", "netns", "exec", peer_ns]
         out = subprocess.run([*run_peer, "ip", "-o", "addr", "show", "eth0"], capture_output=True, text=True).stdout

@@ -33,6 +33,8 @@ IFLA_MTU = 4
 IFLA_MASTER = 10
 IFLA_LINKINFO = 18
 IFLA_NET_NS_FD = 28
+IFLA_NUM_TX_QUEUES = 31
+IFLA_NUM_RX_QUEUES = 32
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
 VETH_INFO_PEER = 1
@@ -166,17 +168,21 @@ class Rtnl:
         master: int | None = None, up: bool = True,
     ) -> None:
         """A veth pair: ``name`` here (enslaved to ``master``, up), ``peer`` in the namespace of
-        ``peer_netns_fd`` (down: its owner configures it)."""
-        peer_attrs = attr(IFLA_IFNAME, _cstr(peer))
+        ``peer_netns_fd`` (down: its owner configures it).
+
+        One queue per end, asked for explicitly: otherwise the kernel creates one per CPU and then
+        shrinks to one, which waits for an RCU grace period while holding the RTNL lock -- and every
+        task start on the host queues behind that lock."""
+        queues = attr(IFLA_NUM_TX_QUEUES, struct.pack("=I", 1)) + attr(IFLA_NUM_RX_QUEUES, struct.pack("=I", 1))
+        peer_attrs = attr(IFLA_IFNAME, _cstr(peer)) + queues
         if mtu:
             peer_attrs += attr(IFLA_MTU, struct.pack("=I", mtu))
         if peer_netns_fd is not None:
             peer_attrs += attr(IFLA_NET_NS_FD, struct.pack("=I", peer_netns_fd))
-        info = attr(IFLA_INFO_KIND, b"veth") + attr(
-            IFLA_INFO_DATA, attr(VETH_INFO_PEER, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + peer_attrs)
-        )
+        peer_info = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + peer_attrs
+        info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer_info))
         flags = IFF_UP if up else 0
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, flags) + attr(IFLA_IFNAME, _cstr(name))
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, flags, flags) + attr(IFLA_IFNAME, _cstr(name)) + queues
         if mtu:
             body += attr(IFLA_MTU, struct.pack("=I", mtu))
         if master is not None:

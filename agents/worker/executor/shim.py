@@ -53,6 +53,7 @@ MS_BIND = 4096
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 PR_SET_NAME = 15
+LOOPBACK_INDEX = 1  # in every network namespace
 
 CFG_FD = 0
 CTL_FD = 3
@@ -132,8 +133,8 @@ def setup(cfg: dict[str, Any]) -> rtnetlink.Rtnl | None:
             os.close(fd)
     _check(c.mount(None, b"/run/secrets", None, MS_REMOUNT | MS_RDONLY | flags, None), "remount /run/secrets ro")
     if cfg.get("hostname"):
-        with open("/proc/sys/kernel/hostname", "w") as fh:
-            fh.write(str(cfg["hostname"]))
+        hostname = str(cfg["hostname"]).encode()
+        _check(c.sethostname(hostname, len(hostname)), "sethostname")
     return node
 
 
@@ -147,7 +148,7 @@ def wire(cfg: dict[str, Any], node: rtnetlink.Rtnl | None) -> list[str]:
         return warnings
     try:
         with rtnetlink.Rtnl() as inside:
-            inside.set_up(inside.link_index("lo"))
+            inside.set_up(LOOPBACK_INDEX)
             if atts:
                 assert node is not None
                 own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
