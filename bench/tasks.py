@@ -246,6 +246,17 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(base + "+00:00").timestamp() + float("0." + (frac or "0"))
 
 
+def _host_counters() -> dict[str, float]:
+    """Host-wide CPU seconds (user, system, idle) and page faults: where a burst's time goes."""
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:8]]
+    with open("/proc/vmstat") as fh:
+        vm = dict(line.split() for line in fh)
+    return {"user": (f[0] + f[1]) / hz, "system": (f[2] + f[5] + f[6]) / hz, "idle": (f[3] + f[4]) / hz,
+            "faults": float(vm.get("pgfault", 0))}
+
+
 def swarm_part(replicas: int) -> dict[str, Any]:
     """The default lab end to end: a `replicas` nginx service created through manager1's Docker API."""
     import docker
@@ -261,6 +272,7 @@ def swarm_part(replicas: int) -> dict[str, Any]:
         record, _ = lifecycle.up(spec)  # forms the swarm
         provider = NetnsProvider(record)
         client = docker.DockerClient(base_url=provider.docker_host("manager1"), version="1.45", timeout=60)
+        before = _host_counters()
         t0 = time.monotonic()
         svc = client.services.create("nginx", name="web", mode=docker.types.ServiceMode("replicated", replicas))
         while True:
@@ -270,6 +282,8 @@ def swarm_part(replicas: int) -> dict[str, Any]:
                 break
             time.sleep(0.1)
         converged = time.monotonic() - t0
+        after = _host_counters()
+        burst = {k: after[k] - before[k] for k in after}
         # created -> running per task: an upper bound on assigned -> running (allocation and scheduling
         # happen in between); the API exposes no per-state timestamps.
         lat = sorted((_ts(t["Status"]["Timestamp"]) - _ts(t["CreatedAt"])) * 1000 for t in running)
@@ -308,6 +322,10 @@ def swarm_part(replicas: int) -> dict[str, Any]:
                 "p90": round(assigned_ms[int(len(assigned_ms) * 0.9) - 1], 1) if assigned_ms else None,
                 "max": round(assigned_ms[-1], 1) if assigned_ms else None,
                 "p50_from_arrival_on_the_node": round(statistics.median(arrived_ms), 1) if arrived_ms else None,
+            },
+            "host_during_burst": {  # the whole machine while the service converged (polling included)
+                "cpu_user_s": round(burst["user"], 2), "cpu_system_s": round(burst["system"], 2),
+                "idle_s": round(burst["idle"], 2), "page_faults_per_task": round(burst["faults"] / replicas),
             },
             "tasks_per_node": sorted(per_node.values()),
             "agent_rss_mb": rss,
