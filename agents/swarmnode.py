@@ -30,6 +30,7 @@ from agents.manager.keys import load_or_create_dek
 from agents.manager.loop import ControlLoop
 from agents.manager.manager import LoopFactory, Manager, ManagerConfig
 from agents.manager.membership import CONTROL_PORT, RAFT_PORT, bootstrap, cluster_of, leave_warning, managers
+from agents.pki import client as pkiclient
 from agents.state.objects import (
     Cluster,
     EngineDescription,
@@ -381,7 +382,7 @@ class SwarmNode:
 
     async def _renew(self, tls: Any, addr: str) -> None:
         creds = ca.NodeCredentials.load(self.state_dir)
-        csr = ca.make_csr(creds.key_pem)
+        csr = await pkiclient.csr_for(creds.key_pem)  # out of process: the agent never loads cryptography
         answer = await joinclient.request(addr, "/v1/renew", {"csr": csr.decode()}, tls)
         ca.NodeCredentials(str(answer["cert"]).encode(), creds.key_pem).save(self.state_dir)
 
@@ -446,7 +447,7 @@ class SwarmNode:
         manager = Manager(config, self.loop_factories)
         dispatcher = Dispatcher(
             manager.store, manager.committer, is_leader=lambda: manager.is_leader,
-            leader_address=manager.leader_control_addr, root_ca=root_pem, cluster_id=st.cluster_id,
+            leader_address=manager.leader_control_addr, cluster_id=st.cluster_id,
         )
         manager.add_leader_loop(dispatcher)
         await manager.start()
@@ -489,8 +490,10 @@ class SwarmNode:
                 raise AlreadyInSwarm()
             cluster_id, node_id = new_id(), new_id()
             raft_id = random.SystemRandom().getrandbits(63) | 1
-            root = ca.RootCA.create(cluster_id)
-            creds = root.issue_credentials(node_id, ca.Role.MANAGER, cluster_id)
+            try:
+                root, creds = await pkiclient.init_cluster(cluster_id, node_id)  # one signing process
+            except (ValueError, pkiclient.PkiToolError) as e:
+                raise ManagerError(f"could not create the swarm's certificates: {e}") from None
             self._reset_disk()
             root.save(self.state_dir)
             creds.save(self.state_dir)
@@ -543,12 +546,9 @@ class SwarmNode:
         async with self._lock:
             if self.state is not None:
                 raise AlreadyInSwarm()
-            key = ca.new_node_key()
-            key_pem = ca.key_to_pem(key)
-            welcome = await joinclient.join(
+            welcome, key_pem = await joinclient.join(
                 remote, token, advertise_ip=advertise_ip, hostname=self.hostname,
                 description={k: v for k, v in describe(self.hostname).to_dict().items() if k != "tls_info"},
-                key_pem=key_pem,
             )
             self._reset_disk()
             ca.RootCA.from_pem(welcome["ca"].encode()).save(self.state_dir)

@@ -14,6 +14,7 @@ import functools
 import hashlib
 from typing import Any
 
+from agents.pki import der
 from agents.state.objects import (
     Cluster,
     ClusterSpec,
@@ -71,15 +72,11 @@ def tls_info(ca_cert_pem: bytes) -> JSON:
     """TLSInfo of a root CA: the PEM plus the issuer's raw subject and public key (base64, as Go's []byte)."""
     if not ca_cert_pem:
         return {}
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    cert = der.parse_certificate(der.pem_to_der(ca_cert_pem))
     return {
         "TrustRoot": ca_cert_pem.decode(),
-        "CertIssuerSubject": base64.b64encode(cert.subject.public_bytes()).decode(),
-        "CertIssuerPublicKey": base64.b64encode(spki).decode(),
+        "CertIssuerSubject": base64.b64encode(cert.subject_der).decode(),
+        "CertIssuerPublicKey": base64.b64encode(cert.spki_der).decode(),
     }
 
 

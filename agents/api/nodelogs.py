@@ -66,9 +66,7 @@ class NodeLogServer:
     def _authorize(self, request: web.Request) -> None:
         ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
         try:
-            ca.require_role(
-                ssl_obj, ca.Role.MANAGER, root_ca=self.root_pem, cluster_id=self.creds.cluster_id
-            )
+            ca.require_role(ssl_obj, ca.Role.MANAGER, cluster_id=self.creds.cluster_id)  # chain: by TLS
         except (ca.PermissionDeniedError, ValueError, TypeError) as exc:
             raise web.HTTPForbidden(text=str(exc)) from None
 

@@ -11,9 +11,15 @@ Semantics follow SwarmKit's ``ca`` package:
 * Node certificates last 90 days and are renewed once 50% of their validity has elapsed (SwarmKit picks a
   random point between 50% and 80% to avoid a renewal stampede: :func:`renewal_fraction`).
 * Node-to-node traffic is mutual TLS (TLS 1.2+). Peers are addressed by IP, so host names are not checked;
-  identity is the chain to our root plus the CN/OU/O checks of :func:`require_role`, which the Raft
+  identity is the chain to our root (OpenSSL verifies it in every handshake: our TLS contexts trust only
+  the cluster root) plus the CN/OU/O checks of :func:`require_role`, which the Raft
   transport and dispatcher run on every accepted connection: a worker certificate chains fine but must
   never reach a manager-only endpoint.
+
+This module only *reads* certificates (:mod:`agents.pki.der`) and builds TLS contexts (:mod:`ssl`):
+it never imports ``cryptography``, which would cost every agent ~11 MB for good. Creating keys and
+signing run in a short-lived subprocess: :mod:`agents.pki.client` (the agent), :mod:`agents.pki.signing`
+(what that process and the tests run).
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import contextlib
 import datetime as _dt
 import os
 import random
-import re
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -31,13 +36,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes, PrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agents.manager.keys import (
     CertPaths,
@@ -62,6 +60,8 @@ from agents.manager.tokens import (
     pin_ca,
     verify_token,
 )
+from agents.pki import der
+from agents.pki.der import Certificate
 
 __all__ = [
     "CERT_BACKDATE",
@@ -71,6 +71,7 @@ __all__ = [
     "ROOT_CA_VALIDITY",
     "CAPinError",
     "CertPaths",
+    "Certificate",
     "DEKError",
     "InvalidJoinTokenError",
     "JoinTokenError",
@@ -86,12 +87,10 @@ __all__ = [
     "cert_paths",
     "client_context",
     "identity_of",
-    "key_to_pem",
+    "load_certificate",
     "load_or_create_dek",
-    "make_csr",
     "needs_renewal",
     "new_id",
-    "new_node_key",
     "parse_token",
     "peer_certificate",
     "peer_role",
@@ -100,7 +99,6 @@ __all__ = [
     "renewal_time",
     "require_role",
     "server_context",
-    "verify_chain",
     "verify_token",
 ]
 
@@ -112,8 +110,6 @@ CERT_BACKDATE = _dt.timedelta(hours=1)
 """Certificates start an hour in the past so that a peer whose clock lags a little still accepts them."""
 RENEW_LOWER = 0.5
 RENEW_UPPER = 0.8
-
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class PermissionDeniedError(PermissionError):
@@ -130,160 +126,54 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
 
 
-def _check_name(kind: str, value: str) -> str:
-    """Node and cluster ids go into certificate subjects: keep them to a safe, non-empty alphabet."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value!r}")
-    return value
-
-
-# ------------------------------------------------------------------------------------------------ keys & CSRs
-
-
-def new_node_key() -> ec.EllipticCurvePrivateKey:
-    """A fresh ECDSA P-256 key: cheap to generate and to handshake with, as SwarmKit uses."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_to_pem(key: PrivateKeyTypes) -> bytes:
-    """Unencrypted PKCS#8 PEM (the file itself is 0600; see :mod:`agents.manager.keys`)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def make_csr(key: ec.EllipticCurvePrivateKey | bytes) -> bytes:
-    """A CSR (PEM) proving possession of ``key``; its subject is empty because the manager decides it."""
-    k = serialization.load_pem_private_key(key, password=None) if isinstance(key, bytes) else key
-    if not isinstance(k, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise TypeError("node keys are ECDSA (or RSA)")
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(k, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def _acceptable_public_key(pub: Any) -> CertificatePublicKeyTypes:
-    if isinstance(pub, ec.EllipticCurvePublicKey):
-        if pub.curve.name not in ("secp256r1", "secp384r1"):
-            raise ValueError(f"unsupported EC curve {pub.curve.name}")
-        return pub
-    if isinstance(pub, rsa.RSAPublicKey):
-        if pub.key_size < 2048:
-            raise ValueError("RSA keys must have at least 2048 bits")
-        return pub
-    raise ValueError(f"unsupported public key type {type(pub).__name__}")
-
-
-def _public_key_from(
-    request: bytes | str | x509.CertificateSigningRequest | Any,
-) -> CertificatePublicKeyTypes:
-    """The public key to certify, from a CSR (signature checked) or a public key (object or PEM)."""
-    if isinstance(request, str):
-        request = request.encode()
-    if isinstance(request, bytes):
-        if b"CERTIFICATE REQUEST" in request:
-            request = x509.load_pem_x509_csr(request)
-        else:
-            return _acceptable_public_key(serialization.load_pem_public_key(request))
-    if isinstance(request, x509.CertificateSigningRequest):
-        if not request.is_signature_valid:
-            raise ValueError("certificate signing request has an invalid signature")
-        return _acceptable_public_key(request.public_key())
-    return _acceptable_public_key(request)
+def load_certificate(cert: Certificate | bytes | str) -> Certificate:
+    """A parsed certificate from PEM (the first ``CERTIFICATE`` block) or DER; ``ValueError`` if malformed."""
+    if isinstance(cert, Certificate):
+        return cert
+    data = cert.encode() if isinstance(cert, str) else cert
+    if data.lstrip().startswith(b"-----BEGIN"):
+        data = der.pem_to_der(data)
+    return der.parse_certificate(data)
 
 
 # ----------------------------------------------------------------------------------------------------- RootCA
 
 
-def _load_cert(cert: x509.Certificate | bytes | str) -> x509.Certificate:
-    if isinstance(cert, x509.Certificate):
-        return cert
-    data = cert.encode() if isinstance(cert, str) else cert
-    if data.lstrip().startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
 @dataclass(frozen=True, eq=False)
 class RootCA:
-    """The cluster root CA. ``key_pem`` is present only where the CA signs (managers, from cluster state)."""
+    """The cluster root CA. ``key_pem`` is present only where the CA signs (managers, from cluster state).
+
+    Signing happens out of process (:func:`agents.pki.client.issue`); this only holds and reads the PEMs.
+    """
 
     cert_pem: bytes
     key_pem: bytes | None = None
     cluster_id: str | None = None
 
     @classmethod
-    def create(cls, cluster_id: str | None = None, *, now: _dt.datetime | None = None) -> RootCA:
-        """A new self-signed root for ``swarm init``: ECDSA P-256, CN ``swarm-ca``, valid 20 years."""
-        if cluster_id is not None:
-            _check_name("cluster id", cluster_id)
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROOT_CA_CN)])
-        start = (now or _now()).replace(microsecond=0) - CERT_BACKDATE
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + ROOT_CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key), cluster_id)
-
-    @classmethod
     def from_pem(
         cls, cert_pem: bytes | str, key_pem: bytes | str | None = None, cluster_id: str | None = None
     ) -> RootCA:
-        """Load and validate: a self-signed CA certificate and, if given, the matching private key."""
+        """Load and check: a self-issued CA certificate (``ValueError`` otherwise).
+
+        The self-signature and that ``key_pem`` matches are checked where they matter, by the signing
+        tool before it signs; peers verify the chain in every TLS handshake.
+        """
         c = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
         k = key_pem.encode() if isinstance(key_pem, str) else key_pem
         ca = cls(c, k, cluster_id)
         cert = ca.cert
-        try:
-            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        if not is_ca:
+        if not cert.is_ca:
             raise ValueError("root CA certificate is not a CA certificate")
-        try:
-            cert.verify_directly_issued_by(cert)
-        except (ValueError, TypeError, InvalidSignature) as e:
-            raise ValueError("root CA certificate is not self-signed") from e
-        if k is not None:
-            fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-            if ca.private_key.public_key().public_bytes(*fmt) != cert.public_key().public_bytes(*fmt):
-                raise ValueError("root CA key does not match its certificate")
+        if cert.issuer_der != cert.subject_der:
+            raise ValueError("root CA certificate is not self-signed")
+        if k is not None and not der.pem_blocks(k, "PRIVATE KEY"):
+            raise ValueError("root CA key is not a PKCS#8 PEM private key")
         return ca
 
     @cached_property
-    def cert(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert_pem)
-
-    @cached_property
-    def private_key(self) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
-        if self.key_pem is None:
-            raise ValueError("this node holds no root CA key: only managers sign certificates")
-        key = serialization.load_pem_private_key(self.key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise TypeError("root CA key must be ECDSA or RSA")
-        return key
+    def cert(self) -> Certificate:
+        return load_certificate(self.cert_pem)
 
     @property
     def can_sign(self) -> bool:
@@ -293,94 +183,6 @@ class RootCA:
     def digest(self) -> str:
         """``sha256:<hex>`` of the CA certificate (DER): what join tokens carry."""
         return ca_digest(self.cert_pem)
-
-    def issue(
-        self,
-        request: bytes | str | x509.CertificateSigningRequest | CertificatePublicKeyTypes,
-        node_id: str,
-        role: Role | str,
-        cluster_id: str | None = None,
-        expiry: _dt.timedelta = DEFAULT_NODE_CERT_EXPIRY,
-        *,
-        now: _dt.datetime | None = None,
-    ) -> bytes:
-        """Sign a node certificate (PEM) for the public key in ``request`` (a CSR or a public key).
-
-        Identity comes only from the arguments (CN node id, OU role, O cluster id); the CSR contributes
-        nothing but its public key, as SwarmKit's CSR whitelist does.
-        """
-        _check_name("node id", node_id)
-        r = Role.parse(role)
-        org = cluster_id if cluster_id is not None else self.cluster_id
-        if org is None:
-            raise ValueError("a cluster id is needed for the certificate's organization")
-        _check_name("cluster id", org)
-        if expiry < MIN_NODE_CERT_EXPIRY:
-            raise ValueError(f"certificate expiry must be at least {MIN_NODE_CERT_EXPIRY}")
-        pub = _public_key_from(request)
-        ca_cert, ca_key = self.cert, self.private_key
-        t = (now or _now()).replace(microsecond=0)  # X.509 times have whole seconds
-        start = max(t - CERT_BACKDATE, ca_cert.not_valid_before_utc)
-        end = min(t + expiry, ca_cert.not_valid_after_utc)  # never outlive the issuer
-        sans: list[x509.GeneralName] = [x509.DNSName(r.value), x509.DNSName(node_id)]
-        if r is Role.MANAGER:
-            sans.append(x509.DNSName(ROOT_CA_CN))  # managers also serve the CA endpoint, as in SwarmKit
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r.value),
-                        x509.NameAttribute(NameOID.COMMON_NAME, node_id),
-                    ]
-                )
-            )
-            .issuer_name(ca_cert.subject)
-            .public_key(pub)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        return cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue_credentials(
-        self,
-        node_id: str,
-        role: Role | str,
-        cluster_id: str | None = None,
-        expiry: _dt.timedelta = DEFAULT_NODE_CERT_EXPIRY,
-    ) -> NodeCredentials:
-        """Key + certificate in one go (``swarm init`` for the first manager, and tests)."""
-        key = new_node_key()
-        return NodeCredentials(
-            self.issue(key.public_key(), node_id, role, cluster_id, expiry), key_to_pem(key)
-        )
 
     def to_state(self) -> dict[str, str]:
         """The cluster-state record (Docker API ``Cluster.RootCA`` names); holds the CA key, if any."""
@@ -417,26 +219,25 @@ class PeerIdentity(NamedTuple):
     cluster_id: str
 
 
-def _single(cert: x509.Certificate, oid: x509.ObjectIdentifier, what: str) -> str:
-    attrs = cert.subject.get_attributes_for_oid(oid)
-    if len(attrs) != 1:
+def _single(cert: Certificate, oid: str, what: str) -> str:
+    values = cert.subject_values(oid)
+    if len(values) != 1:
         raise PermissionDeniedError(f"remote certificate must carry exactly one {what}")
-    value = attrs[0].value
-    return value.decode() if isinstance(value, bytes) else value
+    return values[0]
 
 
-def identity_of(cert: x509.Certificate | bytes | str) -> PeerIdentity:
+def identity_of(cert: Certificate | bytes | str) -> PeerIdentity:
     """Parse CN/OU/O; exactly one of each, and a known role, or :class:`PermissionDeniedError`."""
-    c = _load_cert(cert)
-    ou = _single(c, NameOID.ORGANIZATIONAL_UNIT_NAME, "role (OU)")
+    c = load_certificate(cert)
+    ou = _single(c, der.OID_ORGANIZATIONAL_UNIT, "role (OU)")
     try:
         role = Role(ou)
     except ValueError:
         raise PermissionDeniedError(f"remote certificate has unknown role {ou!r}") from None
     return PeerIdentity(
-        node_id=_single(c, NameOID.COMMON_NAME, "node id (CN)"),
+        node_id=_single(c, der.OID_COMMON_NAME, "node id (CN)"),
         role=role,
-        cluster_id=_single(c, NameOID.ORGANIZATION_NAME, "organization (O)"),
+        cluster_id=_single(c, der.OID_ORGANIZATION, "organization (O)"),
     )
 
 
@@ -448,8 +249,8 @@ class NodeCredentials:
     key_pem: bytes
 
     @cached_property
-    def cert(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert_pem)
+    def cert(self) -> Certificate:
+        return load_certificate(self.cert_pem)
 
     @cached_property
     def identity(self) -> PeerIdentity:
@@ -482,15 +283,14 @@ def renewal_fraction(rng: random.Random | None = None) -> float:
     return (rng or random.SystemRandom()).uniform(RENEW_LOWER, RENEW_UPPER)
 
 
-def renewal_time(cert: x509.Certificate | bytes | str, fraction: float = RENEW_LOWER) -> _dt.datetime:
+def renewal_time(cert: Certificate | bytes | str, fraction: float = RENEW_LOWER) -> _dt.datetime:
     """When to renew: ``fraction`` of the validity period after ``notBefore``."""
-    c = _load_cert(cert)
-    start, end = c.not_valid_before_utc, c.not_valid_after_utc
-    return start + (end - start) * fraction
+    c = load_certificate(cert)
+    return c.not_before + (c.not_after - c.not_before) * fraction
 
 
 def needs_renewal(
-    cert: x509.Certificate | bytes | str | NodeCredentials,
+    cert: Certificate | bytes | str | NodeCredentials,
     now: _dt.datetime | None = None,
     *,
     fraction: float = RENEW_LOWER,
@@ -500,23 +300,23 @@ def needs_renewal(
     With the default, a 90-day certificate is renewed when less than 45 days are left; pass
     ``fraction=renewal_fraction()`` (chosen once per certificate) for SwarmKit's randomised point.
     """
-    c = cert.cert if isinstance(cert, NodeCredentials) else _load_cert(cert)
+    c = cert.cert if isinstance(cert, NodeCredentials) else load_certificate(cert)
     t = now or _now()
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)
-    return t >= c.not_valid_after_utc or t >= renewal_time(c, fraction)
+    return t >= c.not_after or t >= renewal_time(c, fraction)
 
 
 # ----------------------------------------------------------------------------------------- peer authorization
 
 
-def peer_certificate(obj: Any) -> x509.Certificate | None:
+def peer_certificate(obj: Any) -> Certificate | None:
     """The peer's leaf certificate from an ``SSLObject``/``SSLSocket``, an asyncio writer or transport,
     a certificate, or DER/PEM bytes; ``None`` if the peer sent none."""
     if obj is None:
         return None
-    if isinstance(obj, x509.Certificate | bytes | str):
-        return _load_cert(obj)
+    if isinstance(obj, Certificate | bytes | str):
+        return load_certificate(obj)
     if isinstance(obj, NodeCredentials):
         return obj.cert
     if isinstance(obj, asyncio.StreamWriter | asyncio.BaseTransport):
@@ -524,16 +324,15 @@ def peer_certificate(obj: Any) -> x509.Certificate | None:
         if obj is None:
             raise PermissionDeniedError("request is not using TLS")
     if isinstance(obj, ssl.SSLObject | ssl.SSLSocket):
-        der = obj.getpeercert(binary_form=True)
-        return None if der is None else x509.load_der_x509_certificate(der)
+        raw = obj.getpeercert(binary_form=True)
+        return None if raw is None else der.parse_certificate(raw)
     raise TypeError(f"cannot get a peer certificate from {type(obj).__name__}")
 
 
 def peer_role(obj: Any) -> Role:
     """The role written in the peer's certificate; :class:`PermissionDeniedError` if there is none.
 
-    This trusts the certificate as given: use it on connections whose chain TLS has verified, or call
-    :func:`require_role` with ``root_ca``.
+    This trusts the certificate as given: use it only on connections whose chain TLS has verified.
     """
     cert = peer_certificate(obj)
     if cert is None:
@@ -541,49 +340,28 @@ def peer_role(obj: Any) -> Role:
     return identity_of(cert).role
 
 
-def verify_chain(
-    cert: x509.Certificate | bytes | str, root_ca: RootCA | bytes | str, now: _dt.datetime | None = None
-) -> None:
-    """Check that ``cert`` was signed by our root, is a leaf and is currently valid."""
-    c = _load_cert(cert)
-    root = root_ca if isinstance(root_ca, RootCA) else RootCA.from_pem(root_ca)
-    if c.issuer != root.cert.subject:
-        raise PermissionDeniedError("remote certificate was not issued by the cluster root CA")
-    try:
-        c.verify_directly_issued_by(root.cert)
-    except (ValueError, TypeError, InvalidSignature):
-        raise PermissionDeniedError("remote certificate was not issued by the cluster root CA") from None
-    try:
-        if c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-            raise PermissionDeniedError("remote certificate is a CA certificate")
-    except x509.ExtensionNotFound:
-        pass
-    t = now or _now()
-    if not c.not_valid_before_utc <= t <= c.not_valid_after_utc:
-        raise PermissionDeniedError("remote certificate is expired or not yet valid")
-
-
 def require_role(
     cert: Any,
     role: Role | str,
     *,
-    root_ca: RootCA | bytes | str | None = None,
     cluster_id: str | None = None,
     node_id: str | None = None,
-    now: _dt.datetime | None = None,
 ) -> PeerIdentity:
     """Authorize a peer for an endpoint reserved to ``role``; returns its identity.
 
-    ``cert`` is anything :func:`peer_certificate` accepts. With ``root_ca`` the chain is re-checked (needed
-    where TLS verification was optional); ``cluster_id`` pins the organization and ``node_id`` the node the
-    peer claims to be (e.g. the Raft member id in its messages). Anything else raises
-    :class:`PermissionDeniedError` with SwarmKit's wording.
+    ``cert`` is anything :func:`peer_certificate` accepts; ``cluster_id`` pins the organization and
+    ``node_id`` the node the peer claims to be (e.g. the Raft member id in its messages). Anything else
+    raises :class:`PermissionDeniedError` with SwarmKit's wording.
+
+    The chain is *not* checked here: every listener of ours is built by :func:`server_context` with the
+    cluster root as its only trust anchor, so OpenSSL has already refused, during the handshake, any
+    client certificate that is not signed by that root or not within its validity period (also on the
+    control port, where a certificate is optional but one that is sent must verify). Only call this on
+    such connections.
     """
     c = peer_certificate(cert)
     if c is None:
         raise PermissionDeniedError("no client certificates in request")
-    if root_ca is not None:
-        verify_chain(c, root_ca, now)
     ident = identity_of(c)
     want = Role.parse(role)
     if ident.role is not want:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as _dt
 import json
 import logging
 import random
@@ -26,8 +25,9 @@ from agents.manager.membership import (
     RAFT_PORT,
     admit,
     cluster_of,
+    issue_node_cert,
+    join_role,
     manager_addresses,
-    root_ca_of,
 )
 from agents.state.objects import Node, NodeDescription, NodeRole, new_id
 
@@ -99,14 +99,14 @@ class ControlPlane:
 
     # --------------------------------------------------------------------------------------- helpers
     def _require(self, request: web.Request, role: ca.Role | None) -> str:
-        """The caller's node id, after checking its certificate chains to our CA (and its role)."""
+        """The caller's node id, after checking its certificate's role and cluster (TLS verified its chain:
+        a certificate sent to this port must chain to our root even though one is optional)."""
         cert = peer_cert(request)
         if cert is None:
             raise web.HTTPForbidden(text=json.dumps({"message": "a node certificate is required"}),
                                     content_type="application/json")
         try:
-            ca.require_role(cert, role or ca.peer_role(cert), root_ca=self.manager.config.root_ca_pem,
-                            cluster_id=self.manager.cluster_id())
+            ca.require_role(cert, role or ca.peer_role(cert), cluster_id=self.manager.cluster_id())
         except ca.PermissionDeniedError as e:
             raise web.HTTPForbidden(text=json.dumps({"message": str(e)}), content_type="application/json") from None
         return ca.identity_of(cert).node_id
@@ -142,8 +142,10 @@ class ControlPlane:
         node_id = new_id()
         raft_id = random.SystemRandom().getrandbits(63) | 1
         try:
+            role = join_role(cluster_of(store), token, peer=peer)  # before signing: a bad token costs nothing
+            cert = await issue_node_cert(cluster_of(store), csr, node_id, role)
             with store.batch() as tx:
-                admission = admit(tx, token=token, csr_pem=csr, node_id=node_id, raft_id=raft_id,
+                admission = admit(tx, token=token, role=role, cert_pem=cert, node_id=node_id, raft_id=raft_id,
                                   advertise_ip=advertise_ip, description=description, peer=peer)
             assert tx.changeset is not None
             result = await self.manager.commit(tx.changeset)
@@ -180,10 +182,8 @@ class ControlPlane:
             csr = str(body["csr"]).encode()
         except (ValueError, KeyError, TypeError) as e:
             return _json_error(400, f"malformed renew request: {e}")
-        cluster = cluster_of(self.manager.store)
         role = ca.Role.MANAGER if node.spec.role is NodeRole.MANAGER else ca.Role.WORKER
-        cert = root_ca_of(cluster).issue(csr, node_id, role, cluster.id,
-                                         _dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / 1e9))
+        cert = await issue_node_cert(cluster_of(self.manager.store), csr, node_id, role)  # errors: _errors
         return web.json_response({"cert": cert.decode(), "role": node.spec.role.value})
 
     async def role(self, request: web.Request) -> web.Response:

@@ -72,7 +72,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from agents.manager.ca import PermissionDeniedError, Role, RootCA, identity_of, peer_certificate, verify_chain
+from agents.manager.ca import PermissionDeniedError, Role, identity_of, peer_certificate
 from agents.manager.loop import Committer, ControlLoop
 from agents.mesh.publisher import MeshPublisher
 from agents.state.errors import StoreError
@@ -384,7 +384,6 @@ class Dispatcher(ControlLoop):
         grace_multiplier: int = 3,
         heartbeat_jitter: float = 0.0,
         managers: Callable[[], list[dict[str, Any]]] | None = None,
-        root_ca: RootCA | bytes | str | None = None,
         cluster_id: str | None = None,
         flush_interval_s: float = 0.05,
         max_batch: int = 500,
@@ -395,8 +394,9 @@ class Dispatcher(ControlLoop):
         """``heartbeat_period_s=None`` follows ``Cluster.spec.dispatcher.heartbeat_period`` (default 1 s).
         ``heartbeat_jitter`` spreads nodes' periods by up to that fraction (SwarmKit's epsilon).
         ``managers`` overrides the manager list sent to nodes (default: nodes with a manager status, and
-        ``leader_address()`` as the leader). ``root_ca``/``cluster_id`` re-check client certificates
-        beyond what TLS verified (needed where the control port's TLS makes client certs optional)."""
+        ``leader_address()`` as the leader). ``cluster_id`` pins the organization of client
+        certificates; their chain needs no second check: the control port's TLS context trusts only the
+        cluster root, and OpenSSL refuses a certificate that does not verify even where one is optional."""
         super().__init__(store, committer)
         self.is_leader = is_leader
         self.leader_address = leader_address
@@ -404,7 +404,6 @@ class Dispatcher(ControlLoop):
         self.grace_multiplier = grace_multiplier
         self.heartbeat_jitter = heartbeat_jitter
         self._managers_provider = managers
-        self.root_ca = root_ca
         self.cluster_id = cluster_id
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
@@ -770,7 +769,9 @@ class Dispatcher(ControlLoop):
     # ---------------------------------------------------------------------------------------- sessions
 
     def _authenticate(self, request: web.Request) -> str:
-        """The node id from the client certificate's CN; a manager or worker certificate of our cluster."""
+        """The node id from the client certificate's CN; a manager or worker certificate of our cluster.
+
+        The certificate was verified against the cluster root during the TLS handshake (see __init__)."""
         transport = request.transport
         ssl_obj = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_obj is None:
@@ -778,8 +779,6 @@ class Dispatcher(ControlLoop):
         cert = peer_certificate(ssl_obj)
         if cert is None:
             raise PermissionDeniedError("no client certificates in request")
-        if self.root_ca is not None:
-            verify_chain(cert, self.root_ca)
         ident = identity_of(cert)
         if ident.role not in (Role.WORKER, Role.MANAGER):
             raise PermissionDeniedError("remote certificate not part of OUs: [swarm-manager swarm-worker]")

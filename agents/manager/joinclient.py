@@ -15,6 +15,7 @@ import aiohttp
 
 from agents.manager import ca, tokens
 from agents.manager.errors import InvalidArgument, ManagerError, NoLeader
+from agents.pki import client as pkiclient
 
 MAX_REDIRECTS = 5
 
@@ -102,19 +103,23 @@ async def get(remote: str, path: str, ssl_ctx: ssl.SSLContext, timeout: float = 
     return data
 
 
-async def join(remote: str, token: str, *, advertise_ip: str, hostname: str, description: dict[str, Any],
-               key_pem: bytes) -> dict[str, Any]:
-    """Admission: returns the manager's welcome (node id, certificate, CA, managers)."""
-    ca_pem = await fetch_pinned_ca(remote, token)
-    from cryptography.hazmat.primitives import serialization
+async def join(remote: str, token: str, *, advertise_ip: str, hostname: str,
+               description: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """Admission: the manager's welcome (node id, certificate, CA, managers) and this node's new key.
 
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    csr = ca.make_csr(key)  # type: ignore[arg-type]
+    The key and its CSR are made (out of process) only once the CA is pinned, so a wrong token or
+    address costs no key generation.
+    """
+    ca_pem = await fetch_pinned_ca(remote, token)
+    try:
+        key_pem, csr = await pkiclient.new_key_and_csr()
+    except (ValueError, pkiclient.PkiToolError) as e:
+        raise JoinError(f"could not create the node key: {e}") from None
     body = {
-        "token": token, "csr": csr.decode() if isinstance(csr, bytes) else csr, "advertise_ip": advertise_ip,
+        "token": token, "csr": csr.decode(), "advertise_ip": advertise_ip,
         "hostname": hostname, "description": description,
     }
     welcome = await request(remote, "/v1/join", body, ca.client_context(None, ca_pem))
     if welcome.get("ca", "").encode() != ca_pem:
         raise JoinError("the manager answered with a different CA than the pinned one")
-    return welcome
+    return welcome, key_pem

@@ -31,11 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from agents.pki import der
+from agents.pki.aead import AesGcm, hkdf_sha256
 
 __all__ = [
     "DEK_SIZE",
@@ -144,22 +141,24 @@ def load_root_ca_cert(state_dir: str | Path) -> bytes:
     return cert_paths(state_dir).root_ca.read_bytes()
 
 
-def _load_key(key_pem: bytes) -> PrivateKeyTypes:
-    return serialization.load_pem_private_key(key_pem, password=None)
+def _load_key(key_pem: bytes) -> der.PrivateKeyInfo:
+    """The node key's PKCS#8 DER and public key, read without ``cryptography`` (see :mod:`agents.pki`)."""
+    return der.parse_private_key(der.pem_to_der(key_pem, "PRIVATE KEY"))
 
 
-def _key_id(key: PrivateKeyTypes) -> str:
-    """Fingerprint of the public half: names which node key a DEK wrap belongs to, reveals nothing."""
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return "node-key:" + hashlib.sha256(spki).hexdigest()[:32]
+def _key_id(key: der.PrivateKeyInfo) -> str:
+    """Fingerprint of the public half: names which node key a DEK wrap belongs to, reveals nothing.
+
+    The SubjectPublicKeyInfo comes from the key itself (its embedded public key), not from the node
+    certificate: after a crash between writing a new key and its certificate they differ, and the
+    DEK must then be found under the key on disk.
+    """
+    return "node-key:" + hashlib.sha256(key.spki_der).hexdigest()[:32]
 
 
-def _key_ikm(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def _key_ikm(key: der.PrivateKeyInfo) -> bytes:
+    """The key's PKCS#8 DER: the PEM body as written by the signing tool (unencrypted PKCS#8)."""
+    return key.der
 
 
 def save_node_credentials(state_dir: str | Path, cert_pem: bytes, key_pem: bytes) -> CertPaths:
@@ -194,10 +193,8 @@ def load_node_credentials(state_dir: str | Path) -> tuple[bytes, bytes]:
     paths = cert_paths(state_dir)
     cert_pem = paths.node_cert.read_bytes()
     key_pem = paths.node_key.read_bytes()
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    key = _load_key(key_pem)
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if cert.public_key().public_bytes(*fmt) != key.public_key().public_bytes(*fmt):
+    cert = der.parse_certificate(der.pem_to_der(cert_pem))
+    if cert.spki_der != _load_key(key_pem).spki_der:
         raise ValueError(f"{paths.node_key} does not match {paths.node_cert}")
     return cert_pem, key_pem
 
@@ -226,12 +223,12 @@ def parse_unlock_key(unlock_key: str) -> bytes:
 
 
 def _kek(ikm: bytes, salt: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_HKDF_INFO).derive(ikm)
+    return hkdf_sha256(ikm, salt, _HKDF_INFO, 32)
 
 
 def _wrap(dek: bytes, kek_id: str, ikm: bytes) -> str:
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
-    ct = AESGCM(_kek(ikm, salt)).encrypt(nonce, dek, kek_id.encode())
+    ct = AesGcm(_kek(ikm, salt)).encrypt(nonce, dek, kek_id.encode())
     return base64.b64encode(salt + nonce + ct).decode()
 
 
@@ -241,7 +238,7 @@ def _unwrap(doc: _Doc, kek_id: str, ikm: bytes) -> bytes:
         raise DEKError(f"raft DEK is not wrapped for {kek_id.split(':')[0]} (wrong key, or node is locked)")
     try:
         raw = base64.b64decode(blob, validate=True)
-        dek = AESGCM(_kek(ikm, raw[:16])).decrypt(raw[16:28], raw[28:], kek_id.encode())
+        dek = AesGcm(_kek(ikm, raw[:16])).decrypt(raw[16:28], raw[28:], kek_id.encode())
     except Exception as e:  # InvalidTag, binascii.Error, short blob
         raise DEKError("raft DEK cannot be decrypted (wrong key or damaged file)") from e
     if len(dek) != DEK_SIZE:

@@ -74,9 +74,9 @@ class Manager:
         peers = dict(cfg.raft_peers) or {cfg.raft_id: (cfg.advertise_ip, cfg.raft_port)}
 
         def manager_only(writer: asyncio.StreamWriter) -> bool:
-            """Raft is for managers: a worker's certificate (same CA) is refused."""
+            """Raft is for managers: a worker's certificate (same CA, chain verified by TLS) is refused."""
             try:
-                ca.require_role(ca.peer_certificate(writer), ca.Role.MANAGER, root_ca=root)
+                ca.require_role(ca.peer_certificate(writer), ca.Role.MANAGER)
             except (ca.PermissionDeniedError, ValueError, TypeError):
                 return False
             return True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from agents.manager import ca, tokens
 from agents.manager.errors import FailedPrecondition, InvalidArgument, ManagerError
+from agents.pki import client as pkiclient
 from agents.state.objects import (
     Cluster,
     ClusterSpec,
@@ -98,6 +99,30 @@ def join_tokens_of(cluster: Cluster) -> tokens.JoinTokens:
     return tokens.JoinTokens(worker=cluster.root_ca.join_tokens.worker, manager=cluster.root_ca.join_tokens.manager)
 
 
+def join_role(cluster: Cluster, token: str, *, peer: str | None = None) -> tokens.Role:
+    """The role a join token grants, or Docker's InvalidArgument error for a wrong or rotated-out one.
+
+    Checked before anything is signed, so a bad token costs no signing process.
+    """
+    try:
+        return tokens.verify_token(token, join_tokens_of(cluster), peer=peer)
+    except tokens.JoinTokenError as e:
+        raise InvalidArgument(str(e)) from None
+    except tokens.InvalidJoinTokenError as e:
+        raise InvalidArgument(str(e).split("desc = ", 1)[-1]) from None
+
+
+async def issue_node_cert(cluster: Cluster, csr_pem: bytes, node_id: str, role: tokens.Role) -> bytes:
+    """Sign the node's CSR with the cluster CA (out of process); a refused CSR is InvalidArgument."""
+    expiry = _dt.timedelta(seconds=cluster.spec.ca_config.node_cert_expiry / 1e9)
+    try:
+        return await pkiclient.issue(root_ca_of(cluster), csr_pem, node_id, role, cluster.id, expiry)
+    except ValueError as e:
+        raise InvalidArgument(f"invalid certificate request: {e}") from None
+    except pkiclient.PkiToolError as e:
+        raise ManagerError(f"could not sign the certificate: {e}") from None
+
+
 @dataclass(frozen=True)
 class Admission:
     node: Node
@@ -109,31 +134,22 @@ def admit(
     tx: Tx,
     *,
     token: str,
-    csr_pem: bytes,
+    role: tokens.Role,
+    cert_pem: bytes,
     node_id: str,
     raft_id: int,
     advertise_ip: str,
     description: NodeDescription,
     peer: str | None = None,
 ) -> Admission:
-    """Check the token, sign the node's CSR with the role it grants, and record the node (in `tx`).
+    """Record a joining node (in ``tx``) whose certificate was signed for ``role``.
 
-    A wrong or rotated-out token raises Docker's InvalidArgument error and records nothing.
+    Call :func:`join_role` and :func:`issue_node_cert` first (signing cannot run inside a transaction);
+    the token is checked again here, so one rotated out meanwhile still records nothing.
     """
-    cluster = cluster_of(tx)
-    try:
-        role = tokens.verify_token(token, join_tokens_of(cluster), peer=peer)
-    except tokens.JoinTokenError as e:
-        raise InvalidArgument(str(e)) from None
-    except tokens.InvalidJoinTokenError as e:
-        raise InvalidArgument(str(e).split("desc = ", 1)[-1]) from None
+    if join_role(cluster_of(tx), token, peer=peer) is not role:
+        raise InvalidArgument(tokens.INVALID_TOKEN_DESC)
     node_role = NodeRole.MANAGER if role is tokens.Role.MANAGER else NodeRole.WORKER
-    root = root_ca_of(cluster)
-    expiry_s = cluster.spec.ca_config.node_cert_expiry / 1e9
-    try:
-        cert = root.issue(csr_pem, node_id, role, cluster.id, _dt.timedelta(seconds=expiry_s))
-    except ValueError as e:
-        raise InvalidArgument(f"invalid certificate request: {e}") from None
     node = Node(
         id=node_id,
         spec=NodeSpec(role=node_role),
@@ -146,7 +162,7 @@ def admit(
         role=node_role,
     )
     tx.create(node)
-    return Admission(node, cert, node_role)
+    return Admission(node, cert_pem, node_role)
 
 
 def managers(store: Store | Tx) -> list[Node]:

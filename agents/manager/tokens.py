@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from agents.pki import der
 
 __all__ = [
     "CAPinError",
@@ -131,9 +130,9 @@ def digest_from_der(der: bytes) -> str:
 
 def ca_digest(root_ca_pem: bytes | str) -> str:
     """Digest (``sha256:<64 hex>``) of the first certificate in ``root_ca_pem``, hashed as DER."""
-    data = root_ca_pem.encode() if isinstance(root_ca_pem, str) else root_ca_pem
-    cert = x509.load_pem_x509_certificate(data)
-    return digest_from_der(cert.public_bytes(Encoding.DER))
+    raw = der.pem_to_der(root_ca_pem)
+    der.parse_certificate(raw)  # only a well-formed certificate gets a digest
+    return digest_from_der(raw)
 
 
 def _b36_digest(digest: str) -> str:

@@ -110,9 +110,9 @@ class AesGcmCipher:
     """AES-GCM with a random 96-bit nonce per payload (stored as ``nonce || ciphertext+tag``)."""
 
     def __init__(self, key: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from agents.pki.aead import AesGcm  # OpenSSL via ctypes: no ``cryptography`` in the agent
 
-        self._aead = AESGCM(key)  # validates the key length (16, 24 or 32 bytes)
+        self._aead = AesGcm(key)  # validates the key length (16, 24 or 32 bytes)
 
     def encrypt(self, data: bytes) -> bytes:
         nonce = os.urandom(12)

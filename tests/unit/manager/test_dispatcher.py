@@ -28,6 +28,7 @@ from agents.manager.dispatcher import (
     Dispatcher,
 )
 from agents.manager.loop import LocalCommitter
+from agents.pki import signing
 from agents.state.objects import (
     ContainerSpec,
     ManagerStatus,
@@ -57,14 +58,14 @@ _CREDS: dict[tuple[str, Role], NodeCredentials] = {}
 def ca() -> RootCA:
     global _CA
     if _CA is None:
-        _CA = RootCA.create(CLUSTER)
+        _CA = signing.new_root(CLUSTER)
     return _CA
 
 
 def creds(node_id: str, role: Role = Role.WORKER) -> NodeCredentials:
     key = (node_id, role)
     if key not in _CREDS:
-        _CREDS[key] = ca().issue_credentials(node_id, role)
+        _CREDS[key] = signing.new_credentials(ca(), node_id, role)
     return _CREDS[key]
 
 
@@ -167,7 +168,6 @@ def make_dispatcher(store: Store, **kw: Any) -> Dispatcher:
     kw.setdefault("heartbeat_period_s", 0.5)  # roomy: only the heartbeat tests need P, and say so
     kw.setdefault("is_leader", lambda: True)
     kw.setdefault("leader_address", lambda: None)
-    kw.setdefault("root_ca", ca())
     kw.setdefault("cluster_id", CLUSTER)
     return Dispatcher(store, LocalCommitter(store), **kw)
 
@@ -368,12 +368,12 @@ def test_unknown_node_and_missing_cert_are_rejected() -> None:
                     await http.ws_connect(f"https://{srv.addr}/v1/session", ssl=client_context(None, ca()))
                 assert ei.value.status == 403
             # A certificate from another cluster's CA does not even get through TLS.
-            other = RootCA.create("othercluster")
+            other = signing.new_root("othercluster")
             with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
                 async with aiohttp.ClientSession() as http:
                     await http.ws_connect(
                         f"https://{srv.addr}/v1/session",
-                        ssl=client_context(other.issue_credentials("n1", Role.WORKER), ca()),
+                        ssl=client_context(signing.new_credentials(other, "n1", Role.WORKER), ca()),
                     )
             # A valid certificate for a node the store doesn't know.
             r = await Raw.register(srv.addr, "ghost")
